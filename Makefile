@@ -1,0 +1,71 @@
+# modelgate: `make demo` and `make test` are all a newcomer needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+VLLM_VENV ?= .venv-vllm
+# CPU build of torch; override e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+TORCH_SPEC ?= torch==2.13.0
+PIP_FLAGS ?= -q --disable-pip-version-check
+export MODELGATE_VLLM_PYTHON ?= $(abspath $(VLLM_VENV))/bin/python
+export MODELGATE_TEST_CACHE ?= $(abspath .cache/test-models)
+
+STAMP := $(VENV)/.modelgate-env
+VLLM_STAMP := $(VLLM_VENV)/.modelgate-env
+PY := $(VENV)/bin/python
+
+.PHONY: venvs check-env demo test test-unit test-e2e test-cluster lint pipelines lock clean
+
+venvs: $(STAMP) $(VLLM_STAMP) check-env
+
+$(STAMP): requirements/main.txt pyproject.toml
+	@echo ">> creating $(VENV) (project, KFP, lm-eval, llm-compressor)"
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) $(TORCH_SPEC)
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -r requirements/main.txt
+	$(VENV)/bin/pip install $(PIP_FLAGS) --no-deps -e .
+	touch $@
+
+$(VLLM_STAMP): requirements/vllm.txt
+	@echo ">> creating $(VLLM_VENV) (vLLM serving runtime)"
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install $(PIP_FLAGS) $(TORCH_SPEC)
+	$(VLLM_VENV)/bin/pip install $(PIP_FLAGS) --no-deps -r requirements/vllm.txt
+	@# ABI-incompatible with the CPU torch build; vLLM's CPU path does not need them
+	$(VLLM_VENV)/bin/pip uninstall $(PIP_FLAGS) -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+	touch $@
+
+# A second `make` only runs this: every environment still has what it needs.
+check-env: $(STAMP) $(VLLM_STAMP)
+	@$(PY) -c "import importlib.util as u, sys; m=[n for n in ('modelgate','kfp','kfp.kubernetes','lm_eval','llmcompressor','model_registry','kserve','olah','torch') if u.find_spec(n) is None]; sys.exit(f'$(VENV) lacks {m}: run make clean venvs' if m else 0)"
+	@$(VLLM_VENV)/bin/python -c "import importlib.util as u, sys; sys.exit('$(VLLM_VENV) lacks vllm: run make clean venvs' if u.find_spec('vllm') is None else 0)"
+	@echo ">> environments ok: $(VENV), $(VLLM_VENV)"
+
+demo: venvs
+	$(VENV)/bin/modelgate demo
+
+test: venvs
+	$(PY) -m pytest -m "not cluster and not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "cluster or gpu" -q -rs $(PYTEST_ARGS)
+
+test-unit: venvs
+	$(PY) -m pytest -m "unit or compile" $(PYTEST_ARGS)
+
+test-e2e: venvs
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+test-cluster: venvs
+	$(PY) -m pytest -m "cluster" -rs $(PYTEST_ARGS)
+
+lint: venvs
+	$(VENV)/bin/ruff check src components pipelines tests
+	$(VENV)/bin/ruff format --check src components pipelines tests
+
+pipelines: venvs
+	$(VENV)/bin/modelgate compile
+
+lock: $(STAMP)
+	$(VENV)/bin/pip freeze --exclude-editable | grep -v '^torch==' > requirements/main.txt.new
+	mv requirements/main.txt.new requirements/main.txt
+
+clean:
+	rm -rf $(VENV) $(VLLM_VENV) local_outputs .pytest_cache

@@ -1,0 +1,20 @@
+"""KFP components of modelgate: thin typed wrappers around the ``modelgate`` library."""
+
+from components.deploy.component import deploy_model, smoke_test
+from components.download.component import download_model
+from components.evaluate.component import evaluate_model
+from components.gate.component import check_gate, stop_promotion
+from components.quantize.component import quantize_model
+from components.register.component import record_evaluation, register_candidate
+
+__all__ = [
+    "check_gate",
+    "deploy_model",
+    "download_model",
+    "evaluate_model",
+    "quantize_model",
+    "record_evaluation",
+    "register_candidate",
+    "smoke_test",
+    "stop_promotion",
+]

@@ -1,0 +1,65 @@
+"""Evaluate component."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from modelgate.images import GPU_IMAGE
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def evaluate_model(
+    model: Input[Model],
+    results: Output[Artifact],
+    scores: Output[Metrics],
+    tasks: str,
+    backend: str = "hf",
+    task_dir: str = "",
+    limit: int = 0,
+    num_fewshot: int = -1,
+    batch_size: int = 8,
+    device: str = "",
+    max_length: int = 0,
+) -> str:
+    """Evaluate a model with lm-evaluation-harness.
+
+    Args:
+        model: The model directory to evaluate.
+        results: Parsed results (JSON): per task, each metric with stderr and direction.
+        scores: The same metrics as KFP metrics, shown in the UI.
+        tasks: Comma-separated lm-eval task names.
+        backend: ``hf`` (CPU/GPU) or ``vllm`` (GPU).
+        task_dir: Folder of local task YAMLs (empty: lm-eval's registry only).
+        limit: Examples per task (0: all).
+        num_fewshot: Few-shot examples (-1: task default).
+        batch_size: Batch size.
+        device: ``cpu``/``cuda`` (empty: lm-eval chooses).
+        max_length: Context length cap (0: model default).
+
+    Returns:
+        ``task/metric=value`` pairs, comma-separated.
+
+    Raises:
+        ConfigError: Unknown task or backend.
+        EvaluationError: lm-eval failed.
+    """
+    from modelgate.evaluate import evaluate_model as evaluate
+    from modelgate.logs import configure_logging
+
+    configure_logging()
+    result = evaluate(
+        model.path,
+        backend=backend,
+        tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+        task_dir=task_dir or None,
+        limit=limit or None,
+        num_fewshot=None if num_fewshot < 0 else num_fewshot,
+        batch_size=batch_size,
+        device=device or None,
+        max_length=max_length or None,
+    )
+    result.save(results.path)
+    flat = result.flat()
+    for name, value in flat.items():
+        scores.log_metric(name, value)
+    results.metadata.update({"backend": backend, "seconds": result.seconds})
+    return ", ".join(f"{k}={v:.4f}" for k, v in flat.items())

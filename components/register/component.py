@@ -1,0 +1,109 @@
+"""Model Registry components: register the candidate, then record its evaluation."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Model
+
+from modelgate.images import BASE_IMAGE
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def register_candidate(
+    model: Input[Model],
+    model_name: str,
+    version_name: str = "",
+    registry_url: str = "",
+    pipeline_run_id: str = "",
+    author: str = "modelgate",
+) -> NamedTuple("RegisterOutputs", [("status", str), ("record", str)]):
+    """Register the quantized model as a candidate version in the Kubeflow Model Registry.
+
+    With no registry configured (``registry_url`` empty and ``MODEL_REGISTRY_URL`` unset) the
+    step reports ``skipped: no registry configured (set MODEL_REGISTRY_URL)``.
+
+    Args:
+        model: The quantized model; its metadata supplies the lineage properties.
+        model_name: Registered model name.
+        version_name: Version name (empty: ``<scheme>-<commit[:12]>-<run id>``).
+        registry_url: Registry URL ``http(s)://host:port`` (empty: ``$MODEL_REGISTRY_URL``).
+        pipeline_run_id: KFP run id, recorded for lineage.
+        author: Author recorded on the version.
+
+    Returns:
+        status: ``registered`` or ``skipped: ...``; record: the registry record as JSON.
+
+    Raises:
+        RegistryError: The registry refused the model (nothing half-registered is left active).
+    """
+    import json
+    from collections import namedtuple
+
+    from modelgate.logs import configure_logging
+    from modelgate.registry import RegisterRequest, register_candidate
+
+    configure_logging()
+    meta = dict(model.metadata)
+    scheme = str(meta.get("quant_scheme", "none"))
+    commit = str(meta.get("commit_sha", ""))
+    run = (pipeline_run_id or "local").split("/")[-1][-12:]
+    request = RegisterRequest(
+        model_name=model_name,
+        version_name=version_name or f"{scheme.lower()}-{commit[:12] or 'unknown'}-{run}",
+        uri=model.uri,
+        description=f"{meta.get('repo_id', model_name)}@{commit} quantized with {scheme}",
+        author=author,
+        properties={
+            "source_repo": str(meta.get("repo_id", "")),
+            "source_revision": str(meta.get("revision", "")),
+            "source_commit": commit,
+            "quant_scheme": scheme,
+            "pipeline_run_id": pipeline_run_id,
+        },
+    )
+    record = register_candidate(registry_url=registry_url or None, request=request)
+    model.metadata["registry_status"] = record.status
+    outputs = namedtuple("RegisterOutputs", ["status", "record"])
+    status = record.status if record.status == "registered" else record.message
+    return outputs(status, json.dumps(record.to_dict()))
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def record_evaluation(
+    record: str,
+    candidate_results: Input[Artifact],
+    gate_passed: bool,
+    gate_report: str,
+    registry_url: str = "",
+) -> str:
+    """Attach evaluation metrics and the gate decision to the registered version.
+
+    Args:
+        record: Registry record JSON from ``register_candidate``.
+        candidate_results: Evaluation results of the candidate (JSON).
+        gate_passed: The gate decision.
+        gate_report: The gate table (Markdown).
+        registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
+
+    Returns:
+        ``recorded`` or the reason it was skipped.
+
+    Raises:
+        RegistryError: The registry refused the update.
+    """
+    import json
+
+    from modelgate.evaluate import EvalResult
+    from modelgate.logs import configure_logging
+    from modelgate.registry import RegistryRecord, record_evaluation
+
+    configure_logging()
+    result = EvalResult.load(candidate_results.path)
+    updated = record_evaluation(
+        record=RegistryRecord.from_dict(json.loads(record)),
+        registry_url=registry_url or None,
+        metrics=result.flat(),
+        gate_passed=gate_passed,
+        gate_report=gate_report,
+    )
+    return "recorded" if updated.status == "registered" else updated.message

@@ -1,0 +1,244 @@
+"""The ``modelgate`` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.table import Table
+
+from modelgate.errors import ModelgateError
+from modelgate.logs import configure_logging
+
+app = typer.Typer(
+    help="Take an LLM from the Hugging Face Hub to a gated vLLM deployment.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+# key output shown in the summary, per step display name: (kind, name)
+KEY_OUTPUTS: dict[str, tuple[str, str]] = {
+    "download": ("param", "Output"),
+    "quantize": ("param", "Output"),
+    "register candidate": ("param", "status"),
+    "evaluate base": ("param", "Output"),
+    "evaluate candidate": ("param", "Output"),
+    "quality gate": ("param", "summary"),
+    "record evaluation": ("param", "Output"),
+    "deploy": ("param", "endpoint"),
+    "smoke test": ("param", "Output"),
+    "stop promotion": ("param", "Output"),
+}
+STATUS_STYLE = {"success": "green", "failure": "red", "not run": "dim", "running": "yellow"}
+
+
+def _read_text_option(value: str) -> str:
+    """Options that take inline text or ``@path`` / an existing file path."""
+    path = Path(value[1:] if value.startswith("@") else value)
+    if len(value) < 4096 and "\n" not in value and path.suffix in {".json", ".yaml", ".yml"}:
+        if not path.is_file():
+            raise typer.BadParameter(f"file {path} does not exist")
+        return path.read_text()
+    return value
+
+
+def _key_output(step: Any) -> str:
+    kind, name = KEY_OUTPUTS.get(step.display_name, ("param", "Output"))
+    value = step.outputs.get(name, "")
+    if step.display_name == "quantize" and step.artifacts.get("quantized"):
+        meta = step.artifacts["quantized"]
+        value = f"{value} ({meta.get('size_bytes', 0) / 1e6:.1f} MB)"
+    if step.display_name == "download" and value:
+        value = f"commit {str(value)[:12]}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def print_summary(result: Any) -> None:
+    """The per-step table: status, time, key output."""
+    table = Table(title=f"modelgate release - local run ({result.seconds:.0f}s)")
+    table.add_column("step")
+    table.add_column("status")
+    table.add_column("time", justify="right")
+    table.add_column("key output", overflow="fold")
+    for step in result.steps:
+        status = step.status if step.status != "not run" else "skipped"
+        style = STATUS_STYLE.get(step.status, "")
+        seconds = "" if step.seconds is None else f"{step.seconds:.1f}s"
+        table.add_row(step.display_name, f"[{style}]{status}[/]", seconds, _key_output(step))
+    console.print(table)
+
+
+@app.command()
+def run(
+    local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local.")] = False,
+    model_id: Annotated[str, typer.Option(help="Hub repository id.")] = "",
+    revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
+    quant_scheme: Annotated[str, typer.Option(help="none|FP8_DYNAMIC|W8A8|W4A16")] = "FP8_DYNAMIC",
+    calibration_data: Annotated[str, typer.Option(help="JSONL or dataset id (W8A8/W4A16).")] = "",
+    eval_tasks: Annotated[str, typer.Option(help="Comma-separated lm-eval tasks.")] = "arc_easy",
+    eval_task_dir: Annotated[str, typer.Option(help="Folder of local task YAMLs.")] = "",
+    eval_backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
+    eval_limit: Annotated[int, typer.Option(help="Examples per task; 0 = all.")] = 0,
+    eval_batch_size: Annotated[int, typer.Option(help="lm-eval batch size.")] = 8,
+    thresholds: Annotated[
+        str, typer.Option(help="Gate config: JSON/YAML text or a .json/.yaml file.")
+    ] = '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}',
+    registry_url: Annotated[
+        str, typer.Option(envvar="MODEL_REGISTRY_URL", help="Kubeflow Model Registry URL.")
+    ] = "",
+    deploy_target: Annotated[str, typer.Option(help="local or kserve.")] = "local",
+    deploy_name: Annotated[str, typer.Option(help="Served model / InferenceService name.")] = (
+        "modelgate-candidate"
+    ),
+    max_model_len: Annotated[int, typer.Option(help="vLLM --max-model-len; 0 = default.")] = 0,
+    hf_endpoint: Annotated[str, typer.Option(envvar="HF_ENDPOINT", help="Hub mirror URL.")] = "",
+    vllm_python: Annotated[
+        str, typer.Option(envvar="MODELGATE_VLLM_PYTHON", help="Python with vLLM installed.")
+    ] = ".venv-vllm/bin/python",
+    smoke_prompt: Annotated[str, typer.Option(help="Smoke-test prompt.")] = "2+3=",
+    pipeline_root: Annotated[Path, typer.Option(help="Where step outputs go.")] = Path(
+        "local_outputs"
+    ),
+    keep_serving: Annotated[
+        bool, typer.Option(help="Leave the local vLLM server running after the run.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream step logs.")] = False,
+) -> None:
+    """Run the release pipeline: download, quantize, register, evaluate, gate, deploy, smoke test.
+
+    Exits 1 when any step fails, including a failed gate (the table names the failing metric).
+    """
+    configure_logging("WARNING" if not verbose else None)
+    if not local:
+        raise typer.BadParameter(
+            "only --local runs are supported by `run`; on a cluster, upload "
+            "pipelines/release.yaml in the Kubeflow UI or submit it with the kfp client",
+            param_hint="--local",
+        )
+    if not model_id:
+        raise typer.BadParameter("give the Hub repository id to release", param_hint="--model-id")
+    from modelgate.gates import load_gate_config
+    from pipelines.local import run_pipeline_locally
+    from pipelines.release import PACKAGE_PATH, release
+
+    thresholds_text = _read_text_option(thresholds)
+    load_gate_config(thresholds_text)  # fail before any step runs
+    if deploy_target == "local":
+        vllm_python = str(Path(vllm_python).absolute())
+        os.environ["MODELGATE_VLLM_PYTHON"] = vllm_python
+    if not registry_url:
+        console.print("[yellow]registry: skipped: no registry configured (set MODEL_REGISTRY_URL)")
+    arguments = {
+        "model_id": model_id,
+        "revision": revision,
+        "quant_scheme": quant_scheme,
+        "calibration_data": calibration_data,
+        "eval_tasks": eval_tasks,
+        "eval_task_dir": str(Path(eval_task_dir).absolute()) if eval_task_dir else "",
+        "eval_backend": eval_backend,
+        "eval_limit": eval_limit,
+        "eval_batch_size": eval_batch_size,
+        "eval_device": "cpu" if eval_backend == "hf" else "",
+        "thresholds": thresholds_text,
+        "registry_url": registry_url,
+        "deploy_target": deploy_target,
+        "deploy_name": deploy_name,
+        "max_model_len": max_model_len,
+        "hf_endpoint": hf_endpoint,
+        "vllm_python": vllm_python if deploy_target == "local" else "",
+        "smoke_prompt": smoke_prompt,
+    }
+    pipeline_root = pipeline_root.absolute()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    log_file = None if verbose else pipeline_root / "run.log"
+
+    def on_step(step: Any) -> None:
+        style = STATUS_STYLE.get(step.status, "")
+        console.print(f"  [{style}]{step.status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
+
+    console.print(f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}")
+    result = run_pipeline_locally(
+        release,
+        arguments=arguments,
+        pipeline_yaml=PACKAGE_PATH,
+        pipeline_root=pipeline_root,
+        log_file=log_file,
+        on_step=on_step,
+    )
+    deploy = result.step("deploy")
+    try:
+        print_summary(result)
+        gate = result.step("quality gate")
+        if gate and gate.outputs.get("table"):
+            console.print(Markdown(gate.outputs["table"]))
+        smoke = result.step("smoke test")
+        if smoke and smoke.status == "success":
+            console.print(f"vLLM completion for {smoke_prompt!r}: {smoke.outputs.get('Output')!r}")
+    finally:
+        if deploy and deploy.outputs.get("deployment") and deploy_target == "local":
+            _stop_local(deploy.outputs["deployment"], keep=keep_serving)
+    if not result.succeeded:
+        failed = [s.display_name for s in result.steps if s.status == "failure"]
+        reason = gate.outputs.get("summary", "") if gate and "stop promotion" in failed else ""
+        console.print(f"[red]release failed at: {', '.join(failed)}. {reason}")
+        if log_file:
+            console.print(f"step logs: {log_file}")
+        raise typer.Exit(1)
+    console.print("[green]release succeeded")
+
+
+def _stop_local(deployment_json: str, *, keep: bool) -> None:
+    from modelgate.deploy import Deployment
+    from modelgate.serving import stop_process_group
+
+    deployment = Deployment(**json.loads(deployment_json))
+    pid = deployment.details.get("pid")
+    if keep:
+        console.print(f"vLLM keeps serving at {deployment.endpoint} (pid {pid})")
+        return
+    if pid:
+        stop_process_group(int(pid))
+        console.print(f"stopped local vLLM (pid {pid})")
+
+
+@app.command("compile")
+def compile_(
+    check: Annotated[
+        bool, typer.Option("--check", help="Fail if the committed YAML is out of date.")
+    ] = False,
+) -> None:
+    """Compile every pipeline to YAML beside its source, or check for drift."""
+    from pipelines.compile import compile_all, drift
+
+    if check:
+        problems = drift()
+        for name, diff in problems.items():
+            console.print(f"[red]{name}.yaml is out of date:[/]\n{diff}")
+        if problems:
+            console.print("run `modelgate compile` (or `make pipelines`) and commit the YAML")
+            raise typer.Exit(1)
+        console.print("compiled pipelines are up to date")
+        return
+    for path in compile_all():
+        console.print(f"wrote {path}")
+
+
+def main() -> None:
+    """Entry point that turns library errors into one clear line and exit code 2."""
+    try:
+        app()
+    except ModelgateError as e:
+        Console(stderr=True).print(f"[red]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Download step: fetch a model snapshot from the Hugging Face Hub (or a mirror) at an exact commit.
+
+The requested ``revision`` (branch, tag or sha) is resolved to the commit sha first, and the
+snapshot is downloaded at that sha, so a moving branch cannot change the files between the
+metadata call and the download. A manifest with every file's size and sha256 is written beside
+the weights and returned.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from modelgate.errors import ConfigError, DownloadError, UnsafeWeightsError
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "modelgate-manifest.json"
+SAFE_WEIGHT_PATTERNS = ("*.safetensors",)
+PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+@dataclass
+class FileEntry:
+    """One downloaded file."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class DownloadManifest:
+    """What was downloaded, from where, at which commit."""
+
+    repo_id: str
+    revision: str
+    commit_sha: str
+    endpoint: str
+    files: list[FileEntry] = field(default_factory=list)
+    downloaded_at: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def total_bytes(self) -> int:
+        """Sum of all file sizes."""
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DownloadManifest:
+        """Inverse of :meth:`to_dict`."""
+        files = [FileEntry(**f) for f in data.get("files", [])]
+        return cls(**{**data, "files": files})
+
+
+def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
+    return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(Path(name).name, p) for p in patterns)
+
+
+def check_weight_formats(
+    filenames: list[str], *, allow_pickle: bool = False
+) -> list[str]:
+    """Decide which pickle files to skip, refusing pickle-only repositories.
+
+    Args:
+        filenames: Every file in the repository at the resolved commit.
+        allow_pickle: Accept ``*.bin``/``*.pt`` weights when no safetensors exist.
+
+    Returns:
+        Extra ignore patterns (the pickle formats when safetensors are present).
+
+    Raises:
+        UnsafeWeightsError: Only pickle weights exist and ``allow_pickle`` is False.
+        ConfigError: The repository has no weights at all.
+    """
+    safe = [f for f in filenames if _matches(f, SAFE_WEIGHT_PATTERNS)]
+    pickled = [f for f in filenames if _matches(f, PICKLE_WEIGHT_PATTERNS)]
+    if safe:
+        return [] if allow_pickle else list(PICKLE_WEIGHT_PATTERNS)
+    if pickled:
+        if allow_pickle:
+            logger.warning("loading pickle weights %s: only do this for trusted repos", pickled)
+            return []
+        raise UnsafeWeightsError(
+            f"the repository only has pickle weights ({', '.join(pickled[:5])}); pickle files "
+            "can run arbitrary code when loaded. Use a repository with *.safetensors weights, "
+            "or pass allow_pickle=True (CLI: --allow-pickle) if you trust the source."
+        )
+    raise ConfigError(
+        f"no model weights (*.safetensors or pickle) found among {len(filenames)} files; "
+        "check repo_id/revision and allow_patterns"
+    )
+
+
+def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_manifest(
+    target_dir: Path, *, repo_id: str, revision: str, commit_sha: str, endpoint: str
+) -> DownloadManifest:
+    """Hash every file under ``target_dir`` (skipping caches and the manifest itself)."""
+    entries = []
+    for path in sorted(p for p in target_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(target_dir).as_posix()
+        if rel == MANIFEST_NAME or rel.startswith(".cache/") or "/.cache/" in rel:
+            continue
+        entries.append(FileEntry(path=rel, size=path.stat().st_size, sha256=sha256_file(path)))
+    return DownloadManifest(
+        repo_id=repo_id,
+        revision=revision,
+        commit_sha=commit_sha,
+        endpoint=endpoint,
+        files=entries,
+        downloaded_at=time.time(),
+    )
+
+
+def download_model(
+    repo_id: str,
+    *,
+    target_dir: str | os.PathLike[str],
+    revision: str = "main",
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+    allow_pickle: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> DownloadManifest:
+    """Download a model repository at an exact commit and write its manifest.
+
+    Args:
+        repo_id: Hub repository id, e.g. ``"meta-llama/Llama-3.2-1B-Instruct"``.
+        target_dir: Directory the files land in (created if missing).
+        revision: Branch, tag or commit sha; resolved to the commit sha before downloading.
+        allow_patterns: Only download files matching these globs.
+        ignore_patterns: Skip files matching these globs.
+        allow_pickle: Accept pickle-only weights (see :func:`check_weight_formats`).
+        endpoint: Hub or mirror URL; defaults to ``$HF_ENDPOINT`` then the public hub.
+        token: Access token; defaults to ``$HF_TOKEN``.
+
+    Returns:
+        The manifest, also written to ``<target_dir>/modelgate-manifest.json``.
+
+    Raises:
+        ConfigError: Empty repo id, or no weights in the repository.
+        UnsafeWeightsError: Pickle-only weights without ``allow_pickle``.
+        DownloadError: The hub or mirror could not be reached, or the repo/revision is unknown.
+    """
+    from huggingface_hub import HfApi, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if not repo_id.strip():
+        raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    token = token or os.environ.get("HF_TOKEN") or None
+    target = Path(target_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        info = api.model_info(repo_id, revision=revision)
+    except RepositoryNotFoundError as e:
+        raise DownloadError(
+            f"repository {repo_id!r} not found at {endpoint} (or it is gated/private: set HF_TOKEN)"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise DownloadError(f"revision {revision!r} not found in {repo_id!r}") from e
+    except (HfHubHTTPError, OSError) as e:
+        raise DownloadError(f"could not read {repo_id}@{revision} from {endpoint}: {e}") from e
+    commit_sha = info.sha
+    if not commit_sha:
+        raise DownloadError(f"{endpoint} returned no commit sha for {repo_id}@{revision}")
+    filenames = [s.rfilename for s in (info.siblings or [])]
+    if allow_patterns:
+        filenames = [f for f in filenames if _matches(f, allow_patterns)]
+    if ignore_patterns:
+        filenames = [f for f in filenames if not _matches(f, ignore_patterns)]
+    extra_ignore = check_weight_formats(filenames, allow_pickle=allow_pickle)
+
+    logger.info("downloading %s@%s (commit %s) from %s", repo_id, revision, commit_sha, endpoint)
+    try:
+        snapshot_download(
+            repo_id,
+            revision=commit_sha,
+            local_dir=str(target),
+            allow_patterns=allow_patterns,
+            ignore_patterns=list(ignore_patterns or []) + extra_ignore,
+            endpoint=endpoint,
+            token=token,
+        )
+    except (HfHubHTTPError, OSError) as e:
+        raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e
+
+    manifest = build_manifest(
+        target, repo_id=repo_id, revision=revision, commit_sha=commit_sha, endpoint=endpoint
+    )
+    if not manifest.files:
+        raise DownloadError(f"no files were downloaded for {repo_id}@{commit_sha}")
+    manifest.seconds = round(time.monotonic() - started, 3)
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
+    logger.info(
+        "downloaded %d files (%d bytes) in %.1fs", len(manifest.files), manifest.total_bytes,
+        manifest.seconds,
+    )
+    return manifest

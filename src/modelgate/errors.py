@@ -1,0 +1,55 @@
+"""Error hierarchy for modelgate.
+
+User errors (:class:`ConfigError` and friends) say what was expected and how to fix it.
+Infrastructure errors keep their cause (``raise ... from e``).
+"""
+
+from __future__ import annotations
+
+
+class ModelgateError(Exception):
+    """Base class of every error raised by modelgate."""
+
+
+class ConfigError(ModelgateError, ValueError):
+    """Bad user input: the message names the expected value and the fix."""
+
+
+class DownloadError(ModelgateError):
+    """The model could not be fetched from the hub or mirror."""
+
+
+class UnsafeWeightsError(ConfigError):
+    """The repository only ships pickle weights and ``allow_pickle`` was not set."""
+
+
+class QuantizationError(ModelgateError):
+    """llm-compressor failed to quantize the model."""
+
+
+class RegistryError(ModelgateError):
+    """The model registry rejected a request or could not be reached."""
+
+
+class RegistryAPIVersionError(RegistryError):
+    """Client and server speak different Model Registry REST API versions."""
+
+
+class EvaluationError(ModelgateError):
+    """lm-eval failed or returned no usable results."""
+
+
+class GateFailedError(ModelgateError):
+    """A quality gate did not pass; promotion must stop."""
+
+
+class DeployError(ModelgateError):
+    """Deploying or serving the model failed."""
+
+
+class DeployTimeoutError(DeployError, TimeoutError):
+    """The deployment did not become ready within the timeout."""
+
+
+class SmokeTestError(DeployError):
+    """The served model did not answer the smoke test with text."""

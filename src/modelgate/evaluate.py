@@ -1,0 +1,297 @@
+"""Evaluate step: lm-evaluation-harness on a model directory or a served endpoint.
+
+Backends:
+
+* ``hf`` - transformers in-process (CPU or GPU).
+* ``vllm`` - vLLM in-process (GPU nodes).
+* ``local-completions`` - an OpenAI-compatible ``/v1/completions`` endpoint (e.g. a vLLM server);
+  log-likelihood tasks need ``echo`` + ``logprobs`` support, which vLLM has.
+
+Results are parsed into :class:`EvalResult`: per task, each metric with its stderr and its
+direction (``higher_is_better``), which the gates use.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from modelgate.errors import ConfigError, EvaluationError
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["hf", "vllm", "local-completions"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class MetricValue:
+    """One metric of one task."""
+
+    value: float
+    stderr: float | None = None
+    higher_is_better: bool = True
+
+
+@dataclass
+class EvalResult:
+    """Per-task metrics of one evaluation run."""
+
+    model: str
+    backend: str
+    tasks: dict[str, dict[str, MetricValue]] = field(default_factory=dict)
+    n_samples: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, task: str, metric: str) -> MetricValue | None:
+        """The metric named ``metric`` (``acc`` or ``acc,none``) of ``task``, if present."""
+        metrics = self.tasks.get(task, {})
+        if metric in metrics:
+            return metrics[metric]
+        return metrics.get(metric.split(",")[0])
+
+    def flat(self) -> dict[str, float]:
+        """``{"task/metric": value}`` for logging as KFP metrics or registry properties."""
+        return {f"{t}/{m}": v.value for t, ms in self.tasks.items() for m, v in ms.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvalResult:
+        """Inverse of :meth:`to_dict`."""
+        tasks = {
+            t: {m: MetricValue(**v) for m, v in ms.items()} for t, ms in data.get("tasks", {}).items()
+        }
+        return cls(**{**data, "tasks": tasks})
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> EvalResult:
+        """Read what :meth:`save` wrote.
+
+        Raises:
+            EvaluationError: The file is missing or not an evaluation result.
+        """
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            raise EvaluationError(f"{path} is not a modelgate evaluation result: {e}") from e
+
+
+def parse_lm_eval_results(raw: dict[str, Any], *, model: str, backend: str) -> EvalResult:
+    """Turn ``simple_evaluate``'s output into an :class:`EvalResult`.
+
+    Metric keys such as ``acc,none`` become ``acc`` when the filter is ``none`` and keep their
+    filter otherwise (``exact_match,strict-match``). ``*_stderr`` keys become the stderr of their
+    metric; an ``N/A`` stderr becomes None.
+
+    Raises:
+        EvaluationError: No results in ``raw``.
+    """
+    results = raw.get("results") or {}
+    if not results:
+        raise EvaluationError(f"lm-eval returned no results for {model}")
+    direction = raw.get("higher_is_better") or {}
+    out = EvalResult(model=model, backend=backend)
+    for task, metrics in results.items():
+        parsed: dict[str, MetricValue] = {}
+        for key, value in metrics.items():
+            if "," not in key or "_stderr" in key or not isinstance(value, int | float):
+                continue
+            name, _, filt = key.partition(",")
+            label = name if filt == "none" else key
+            stderr = metrics.get(f"{name}_stderr,{filt}")
+            stderr = float(stderr) if isinstance(stderr, int | float) else None
+            if stderr is not None and math.isnan(stderr):
+                stderr = None
+            hib = bool(direction.get(task, {}).get(name, True))
+            parsed[label] = MetricValue(value=float(value), stderr=stderr, higher_is_better=hib)
+        out.tasks[task] = parsed
+    out.n_samples = {
+        t: int(v.get("effective", v.get("original", 0)))
+        for t, v in (raw.get("n-samples") or {}).items()
+    }
+    return out
+
+
+def resolve_tasks(tasks: list[str], *, task_dir: str | None = None) -> Any:
+    """Check task names against lm-eval's registry (plus ``task_dir``) and return the manager.
+
+    Raises:
+        ConfigError: Empty task list, missing task folder, or an unknown task (with suggestions).
+    """
+    from lm_eval.tasks import TaskManager
+
+    if not tasks:
+        raise ConfigError("no evaluation tasks given; pass e.g. tasks=['arc_easy']")
+    if task_dir and not Path(task_dir).is_dir():
+        raise ConfigError(f"task folder {task_dir!r} does not exist")
+    manager = TaskManager(include_path=task_dir) if task_dir else TaskManager()
+    known = set(manager.all_tasks)
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        hints = []
+        for t in unknown:
+            close = difflib.get_close_matches(t, known, n=3)
+            hints.append(f"{t!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        where = f" or in {task_dir}" if task_dir else "; pass task_dir for local task YAMLs"
+        raise ConfigError(f"unknown lm-eval task(s) {', '.join(hints)}: not in lm-eval{where}")
+    return manager
+
+
+def build_model_args(
+    backend: Backend,
+    *,
+    model: str,
+    base_url: str | None = None,
+    tokenizer: str | None = None,
+    dtype: str | None = None,
+    max_length: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """lm-eval ``model_args`` for ``backend``.
+
+    Raises:
+        ConfigError: ``local-completions`` without ``base_url``.
+    """
+    if backend == "local-completions":
+        if not base_url:
+            raise ConfigError("backend local-completions needs base_url (the OpenAI server URL)")
+        url = base_url.rstrip("/")
+        url = url if url.endswith("/v1/completions") else f"{url}/v1/completions"
+        args: dict[str, Any] = {
+            "model": model,
+            "base_url": url,
+            "num_concurrent": 1,
+            "max_retries": 3,
+            "tokenized_requests": False,
+        }
+        if tokenizer:
+            args |= {"tokenizer": tokenizer, "tokenizer_backend": "huggingface"}
+        if max_length:
+            args["max_length"] = max_length
+    else:
+        args = {"pretrained": model}
+        if dtype:
+            args["dtype"] = dtype
+        if backend == "vllm":
+            args |= {"gpu_memory_utilization": 0.8}
+            if max_length:
+                args["max_model_len"] = max_length
+        elif max_length:
+            args["max_length"] = max_length
+    return args | (extra or {})
+
+
+def evaluate_model(
+    model: str,
+    *,
+    backend: str = "hf",
+    tasks: list[str],
+    task_dir: str | None = None,
+    limit: int | float | None = None,
+    num_fewshot: int | None = None,
+    batch_size: int | str = 8,
+    device: str | None = None,
+    base_url: str | None = None,
+    tokenizer: str | None = None,
+    dtype: str | None = None,
+    max_length: int | None = None,
+    model_args: dict[str, Any] | None = None,
+    seed: int = 1234,
+) -> EvalResult:
+    """Run lm-eval and return parsed metrics.
+
+    Args:
+        model: Model directory (``hf``/``vllm``) or served model name (``local-completions``).
+        backend: ``hf``, ``vllm`` or ``local-completions``.
+        tasks: lm-eval task names.
+        task_dir: Folder of extra task YAMLs (local JSONL tasks).
+        limit: Examples per task (int) or fraction (float); None for all.
+        num_fewshot: Few-shot examples; None for the task default.
+        batch_size: Batch size (or ``"auto"``).
+        device: ``cpu``/``cuda``; None lets lm-eval choose.
+        base_url: OpenAI server URL for ``local-completions``.
+        tokenizer: Tokenizer path for ``local-completions`` (defaults to the server's).
+        dtype: Model dtype for ``hf``/``vllm``.
+        max_length: Context length cap.
+        model_args: Extra lm-eval model arguments, merged last.
+        seed: Random seed for lm-eval.
+
+    Returns:
+        Parsed per-task metrics.
+
+    Raises:
+        ConfigError: Unknown backend or task, or missing model directory.
+        EvaluationError: lm-eval failed.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown eval backend {backend!r}; choose one of {list(BACKENDS)}")
+    if backend != "local-completions" and not Path(model).is_dir():
+        raise ConfigError(f"model directory {model!r} does not exist")
+    if os.environ.get("MODELGATE_EVAL_ONLINE") != "1":  # hub datasets need network: opt in
+        for key, value in OFFLINE_ENV.items():
+            os.environ.setdefault(key, value)
+
+    import lm_eval
+
+    manager = resolve_tasks(tasks, task_dir=task_dir)
+    args = build_model_args(
+        backend,  # type: ignore[arg-type]
+        model=model,
+        base_url=base_url,
+        tokenizer=tokenizer,
+        dtype=dtype,
+        max_length=max_length,
+        extra=model_args,
+    )
+    started = time.monotonic()
+    logger.info("lm-eval %s on %s: tasks=%s limit=%s", backend, model, tasks, limit)
+    try:
+        raw = lm_eval.simple_evaluate(
+            model=backend,
+            model_args=args,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            batch_size=batch_size,
+            device=device,
+            limit=limit,
+            task_manager=manager,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except (ConfigError, EvaluationError):
+        raise
+    except Exception as e:  # lm-eval and its backends raise broadly; keep the cause
+        raise EvaluationError(f"lm-eval ({backend}) failed on {model}: {e}") from e
+    if raw is None:
+        raise EvaluationError("lm-eval returned nothing (non-zero rank?)")
+    result = parse_lm_eval_results(raw, model=model, backend=backend)
+    result.seconds = round(time.monotonic() - started, 3)
+    result.config = {
+        "tasks": list(tasks),
+        "limit": limit,
+        "num_fewshot": num_fewshot,
+        "batch_size": batch_size,
+        "model_args": {k: v for k, v in args.items() if "token" not in k.lower()},
+        "lm_eval_version": getattr(lm_eval, "__version__", ""),
+    }
+    logger.info("lm-eval finished in %.1fs: %s", result.seconds, result.flat())
+    return result

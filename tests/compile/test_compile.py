@@ -1,0 +1,97 @@
+"""Compiled pipelines: no drift, valid PipelineSpec and kfp-kubernetes protos, gate wiring."""
+
+import json
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines import PIPELINE_MODULES, PIPELINES_DIR
+from pipelines.compile import drift, normalize
+
+pytestmark = pytest.mark.compile
+
+
+def load(name):
+    return [d for d in yaml.safe_load_all((PIPELINES_DIR / f"{name}.yaml").read_text()) if d]
+
+
+def test_committed_yaml_matches_source():
+    problems = drift()
+    assert not problems, "recompile with `make pipelines`:\n" + "\n".join(problems.values())
+
+
+def test_normalize_strips_volatile_fields_only():
+    a = normalize("sdkVersion: kfp-2.17.3\nroot: {x: 1}\n")
+    b = normalize("sdkVersion: kfp-9.9.9\nroot: {x: 1}\n")
+    c = normalize("sdkVersion: kfp-2.17.3\nroot: {x: 2}\n")
+    assert a == b and a != c
+
+
+@pytest.mark.parametrize("name", PIPELINE_MODULES)
+def test_yaml_parses_into_pipeline_and_platform_protos(name):
+    docs = load(name)
+    spec = json_format.ParseDict(docs[0], pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name.startswith("modelgate-")
+    platform = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor, config in platform.items():
+        json_format.ParseDict(config, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        assert executor in spec.deployment_spec["executors"]
+
+
+def _all_tasks(spec):
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def test_release_gates_deploy_behind_the_gate_output():
+    spec = load("release")[0]
+    tasks = _all_tasks(spec)
+    names = {t["taskInfo"]["name"]: key for key, t in tasks.items()}
+    for step in ("download", "quantize", "register candidate", "evaluate base",
+                 "evaluate candidate", "quality gate", "deploy", "smoke test", "stop promotion"):
+        assert step in names, step
+    # deploy lives only inside the gate-passed condition, stop promotion in the else branch
+    conditions = {key: t.get("triggerPolicy", {}).get("condition", "") for key, t in tasks.items()}
+    passed = [k for k, c in conditions.items() if "passed" in c and "!(" not in c]
+    failed = [k for k, c in conditions.items() if "!(" in c]
+    assert passed and failed
+    assert "deploy-model" in spec["components"]["comp-" + passed[0]]["dag"]["tasks"]
+    assert "stop-promotion" in spec["components"]["comp-" + failed[0]]["dag"]["tasks"]
+    assert "deploy-model" not in spec["root"]["dag"]["tasks"]
+
+
+def test_gpu_settings_are_run_parameters_not_constants():
+    docs = load("release")
+    spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for executor in ("exec-evaluate-model", "exec-evaluate-model-2", "exec-quantize-model"):
+        resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
+        accel = resources["accelerator"]
+        assert "{{$.inputs.parameters" in accel["resourceType"]
+        assert "{{$.inputs.parameters" in accel["resourceCount"]
+        cfg = platform[executor]
+        assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "tolerations"
+        assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "node_selector"
+    secret = platform["exec-download-model"]["secretAsEnv"][0]
+    assert secret["secretNameParameter"]["componentInputParameter"] == "hf_token_secret"
+    assert secret["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    for name in ("model_id", "revision", "quant_scheme", "eval_tasks", "thresholds",
+                 "deploy_target", "accelerator_type", "accelerator_count", "tolerations",
+                 "node_selector", "hf_token_secret"):
+        assert name in params, name
+
+
+def test_components_use_the_images_module_and_no_kfp_install():
+    from modelgate.images import BASE_IMAGE, GPU_IMAGE
+
+    spec = load("release")[0]
+    for name, executor in spec["deploymentSpec"]["executors"].items():
+        container = executor["container"]
+        assert container["image"] in {BASE_IMAGE, GPU_IMAGE}, name
+        assert ":latest" not in container["image"]
+        assert "pip install" not in json.dumps(container["command"]), name

@@ -1,0 +1,1 @@
+"""In-process test doubles of the services modelgate talks to."""

@@ -1,0 +1,94 @@
+"""Local serving helpers and the smoke test against a stand-in OpenAI server."""
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from modelgate.deploy import DeploySpec
+from modelgate.errors import ConfigError, DeployError, SmokeTestError
+from modelgate.serving import LocalVLLMTarget, resolve_vllm_python, smoke_test
+
+pytestmark = pytest.mark.unit
+
+
+class _OpenAI(BaseHTTPRequestHandler):
+    completion = "5"
+    chat = "five"
+
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert body["model"] == "tiny"
+        if self.path == "/v1/completions":
+            payload = {"choices": [{"text": self.completion}]}
+        elif self.path == "/v1/chat/completions":
+            payload = {"choices": [{"message": {"role": "assistant", "content": self.chat}}]}
+        else:
+            self.send_error(404)
+            return
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def openai_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAI)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_smoke_test_returns_both_texts(openai_server):
+    _, url = openai_server
+    assert smoke_test(url, model="tiny") == {"completion": "5", "chat": "five"}
+
+
+def test_smoke_test_fails_on_empty_text(openai_server, monkeypatch):
+    _, url = openai_server
+    monkeypatch.setattr(_OpenAI, "chat", "  ")
+    with pytest.raises(SmokeTestError, match="chat/completions returned no text"):
+        smoke_test(url, model="tiny")
+
+
+def test_smoke_test_fails_on_http_error(openai_server):
+    _, url = openai_server
+    with pytest.raises(SmokeTestError, match="answered 404"):
+        smoke_test(url + "/nothing-here", model="tiny", timeout=5)
+
+
+def test_vllm_python_must_exist(monkeypatch, tmp_path):
+    monkeypatch.delenv("MODELGATE_VLLM_PYTHON", raising=False)
+    with pytest.raises(ConfigError, match="MODELGATE_VLLM_PYTHON"):
+        resolve_vllm_python()
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_vllm_python(str(tmp_path / "python"))
+
+
+def test_server_that_dies_at_start_reports_its_log(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    # this interpreter has no vLLM: the server exits at once with ModuleNotFoundError
+    target = LocalVLLMTarget(python=sys.executable, log_dir=str(tmp_path), startup_timeout=60)
+    spec = DeploySpec(name="tiny", storage_uri="file:///x")
+    with pytest.raises(DeployError, match="(?s)exited with code 1.*No module named .vllm"):
+        target.deploy(spec, model_dir=str(model))
+    cmd = target.command(spec, model_dir=str(model), port=1234)
+    assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert "--enforce-eager" in cmd and "--served-model-name=tiny" in cmd
+
+
+def test_deploy_needs_a_model_dir(tmp_path):
+    target = LocalVLLMTarget(python=sys.executable)
+    with pytest.raises(ConfigError, match="config.json"):
+        target.deploy(DeploySpec(name="tiny", storage_uri="file:///x"), model_dir=str(tmp_path))
