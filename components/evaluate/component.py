@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
-from modelgate.images import GPU_IMAGE
+from modelgate.images import EVAL_IMAGE
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=EVAL_IMAGE, install_kfp_package=False)
 def evaluate_model(
     model: Input[Model],
     results: Output[Artifact],

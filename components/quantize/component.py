@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Input, Model, Output
 
-from modelgate.images import GPU_IMAGE
+from modelgate.images import BASE_IMAGE
 
 
-@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def quantize_model(
     model: Input[Model],
     quantized: Output[Model],

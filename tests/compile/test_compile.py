@@ -87,11 +87,11 @@ def test_gpu_settings_are_run_parameters_not_constants():
 
 
 def test_components_use_the_images_module_and_no_kfp_install():
-    from modelgate.images import BASE_IMAGE, GPU_IMAGE
+    from modelgate.images import BASE_IMAGE, EVAL_IMAGE
 
     spec = load("release")[0]
     for name, executor in spec["deploymentSpec"]["executors"].items():
         container = executor["container"]
-        assert container["image"] in {BASE_IMAGE, GPU_IMAGE}, name
+        assert container["image"] in {BASE_IMAGE, EVAL_IMAGE}, name
         assert ":latest" not in container["image"]
         assert "pip install" not in json.dumps(container["command"]), name
