@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
@@ -231,11 +232,45 @@ def compile_(
         console.print(f"wrote {path}")
 
 
+@app.command()
+def render(
+    name: Annotated[str, typer.Option(help="InferenceService / served model name.")],
+    storage_uri: Annotated[str, typer.Option(help="pvc://, s3://, oci://, hf:// or model-registry://")],
+    namespace: Annotated[str, typer.Option(help="Namespace.")] = "default",
+    runtime: Annotated[str, typer.Option(help="ServingRuntime name.")] = "vllm-runtime",
+    accelerator_type: Annotated[str, typer.Option(help="GPU resource name.")] = "nvidia.com/gpu",
+    accelerator_count: Annotated[int, typer.Option(help="GPUs per replica.")] = 1,
+    tolerations: Annotated[str, typer.Option(help="JSON list of tolerations.")] = "[]",
+    node_selector: Annotated[str, typer.Option(help="JSON object of node labels.")] = "{}",
+    max_model_len: Annotated[int, typer.Option(help="vLLM --max-model-len; 0 = default.")] = 0,
+) -> None:
+    """Print the InferenceService modelgate would deploy, validated against the KServe CRD."""
+    import yaml
+
+    from modelgate.deploy import DeploySpec, parse_json_option
+    from modelgate.kserve import build_inference_service, validate_inference_service
+
+    spec = DeploySpec(
+        name=name,
+        namespace=namespace,
+        storage_uri=storage_uri,
+        runtime=runtime,
+        accelerator_resource=accelerator_type,
+        accelerator_count=accelerator_count,
+        tolerations=parse_json_option(tolerations, option="--tolerations", expected=list),
+        node_selector=parse_json_option(node_selector, option="--node-selector", expected=dict),
+        max_model_len=max_model_len or None,
+    )
+    isvc = build_inference_service(spec)
+    validate_inference_service(isvc)
+    typer.echo(yaml.safe_dump(isvc, sort_keys=False), nl=False)
+
+
 def main() -> None:
     """Entry point that turns library errors into one clear line and exit code 2."""
     try:
         app()
-    except ModelgateError as e:
+    except (ModelgateError, ValidationError) as e:
         Console(stderr=True).print(f"[red]error:[/] {e}")
         sys.exit(2)
 
