@@ -57,7 +57,7 @@ class RunResult:
 
 def display_names(pipeline_yaml: Path) -> dict[str, str]:
     """Map each task key of the compiled pipeline (all DAG levels) to its display name."""
-    spec = yaml.safe_load(pipeline_yaml.read_text())
+    spec = next(yaml.safe_load_all(pipeline_yaml.read_text()))
     names: dict[str, str] = {}
     dags = [spec["root"]["dag"]] + [
         c["dag"] for c in spec.get("components", {}).values() if "dag" in c
@@ -183,7 +183,14 @@ def run_pipeline_locally(
     if run_dir is not None:
         for key, step in steps.items():
             step.outputs, step.artifacts = _read_outputs(run_dir / key)
-    ordered = [steps[k] for k in names] + [s for k, s in steps.items() if k not in names]
+    # steps in the order they ran; those that did not run after them, in pipeline order
+    position = {key: i for i, key in enumerate(names)}
+    ordered = sorted(
+        steps.values(),
+        key=lambda s: (
+            (0, started[s.task], 0) if s.task in started else (1, 0, position.get(s.task, 1 << 30))
+        ),
+    )
     succeeded = all(s.status in {"success", "not run"} for s in ordered)
     return RunResult(
         run_dir=run_dir,

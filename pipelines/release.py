@@ -96,7 +96,7 @@ def release(
         eval_max_length: Context length cap for evaluation (0: model default).
         thresholds: Gate config as JSON/YAML (absolute ``min``/``max``, ``min_recovery``).
         registry_url: Kubeflow Model Registry URL (empty: ``$MODEL_REGISTRY_URL`` or skip).
-        registered_model_name: Registry model name (empty: the deploy name).
+        registered_model_name: Registry model name (empty: the Hub repository id).
         deploy_target: ``kserve`` or ``local``.
         deploy_name: InferenceService and served model name.
         namespace: Namespace of the InferenceService (empty: the run's namespace).
@@ -134,7 +134,7 @@ def release(
 
     register = register_candidate(
         model=quantize.outputs["quantized"],
-        model_name=registered_model_name or deploy_name,
+        model_name=registered_model_name,
         registry_url=registry_url,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     ).set_display_name("register candidate")
@@ -169,7 +169,7 @@ def release(
         thresholds=thresholds,
     ).set_display_name("quality gate")
 
-    record_evaluation(
+    record = record_evaluation(
         record=register.outputs["record"],
         candidate_results=evaluations["candidate"].outputs["results"],
         gate_passed=gate.outputs["passed"],
@@ -193,6 +193,7 @@ def release(
             max_model_len=max_model_len,
             vllm_python=vllm_python,
         ).set_display_name("deploy")
+        deploy.after(record)  # the registry knows the gate decision before anything is served
         smoke_test(
             endpoint=deploy.outputs["endpoint"],
             served_model=deploy.outputs["served_model"],
@@ -201,7 +202,7 @@ def release(
     with dsl.Else(name="gate-failed"):
         stop_promotion(
             summary=gate.outputs["summary"], table=gate.outputs["table"]
-        ).set_display_name("stop promotion")
+        ).set_display_name("stop promotion").after(record)
 
 
 PACKAGE_PATH = PIPELINES_DIR / "release.yaml"

@@ -11,7 +11,7 @@ from modelgate.images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register_candidate(
     model: Input[Model],
-    model_name: str,
+    model_name: str = "",
     version_name: str = "",
     registry_url: str = "",
     pipeline_run_id: str = "",
@@ -24,7 +24,7 @@ def register_candidate(
 
     Args:
         model: The quantized model; its metadata supplies the lineage properties.
-        model_name: Registered model name.
+        model_name: Registered model name (empty: the Hub repository id).
         version_name: Version name (empty: ``<scheme>-<commit[:12]>-<run id>``).
         registry_url: Registry URL ``http(s)://host:port`` (empty: ``$MODEL_REGISTRY_URL``).
         pipeline_run_id: KFP run id, recorded for lineage.
@@ -48,7 +48,7 @@ def register_candidate(
     commit = str(meta.get("commit_sha", ""))
     run = (pipeline_run_id or "local").split("/")[-1][-12:]
     request = RegisterRequest(
-        model_name=model_name,
+        model_name=model_name or str(meta.get("repo_id", "")),
         version_name=version_name or f"{scheme.lower()}-{commit[:12] or 'unknown'}-{run}",
         uri=model.uri,
         description=f"{meta.get('repo_id', model_name)}@{commit} quantized with {scheme}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -161,9 +162,12 @@ def run(
     pipeline_root.mkdir(parents=True, exist_ok=True)
     log_file = None if verbose else pipeline_root / "run.log"
 
+    # a handle on the terminal that survives the run sending fd 1/2 to the log file
+    progress = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
+
     def on_step(step: Any) -> None:
         style = STATUS_STYLE.get(step.status, "")
-        console.print(f"  [{style}]{step.status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
+        progress.print(f"  [{style}]{step.status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
 
     console.print(f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}")
     result = run_pipeline_locally(
@@ -208,6 +212,70 @@ def _stop_local(deployment_json: str, *, keep: bool) -> None:
     if pid:
         stop_process_group(int(pid))
         console.print(f"stopped local vLLM (pid {pid})")
+
+
+@app.command()
+def demo(
+    cache_dir: Annotated[Path, typer.Option(help="Tiny model, task and mirror cache.")] = Path(
+        ".cache/demo"
+    ),
+    quant_scheme: Annotated[str, typer.Option(help="none|FP8_DYNAMIC|W8A8|W4A16")] = "FP8_DYNAMIC",
+    train_seconds: Annotated[float, typer.Option(help="CPU training budget of the model.")] = 60.0,
+    min_acc: Annotated[float, typer.Option(help="Gate: minimum accuracy (try 0.99 to fail).")] = (
+        0.3
+    ),
+    vllm_python: Annotated[
+        str, typer.Option(envvar="MODELGATE_VLLM_PYTHON", help="Python with vLLM installed.")
+    ] = ".venv-vllm/bin/python",
+    pipeline_root: Annotated[Path, typer.Option(help="Where step outputs go.")] = Path(
+        "local_outputs"
+    ),
+    keep_serving: Annotated[bool, typer.Option(help="Leave vLLM running afterwards.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream step logs.")] = False,
+) -> None:
+    """Offline demo: train a tiny model, serve it from a local Hub mirror, release it locally."""
+    from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK, demo_environment, demo_thresholds
+
+    configure_logging("WARNING" if not verbose else None)
+    calibration = ""
+    with contextlib.ExitStack() as stack:
+        with console.status("building the tiny model and starting the local Hub mirror"):
+            env = stack.enter_context(
+                demo_environment(cache_dir.absolute(), train_seconds=train_seconds)
+            )
+        stack.callback(console.print, "stopped the local Hub mirror")
+        console.print(f"mirror {env.endpoint} serves {env.repo_id}@main = {env.commit_sha[:12]}")
+        if quant_scheme in {"W8A8", "W4A16"}:
+            calibration = str(env.task_dir / "calibration.jsonl")
+            _write_calibration(Path(calibration))
+        run(
+            local=True,
+            model_id=env.repo_id,
+            revision="main",
+            quant_scheme=quant_scheme,
+            calibration_data=calibration,
+            eval_tasks=DEMO_TASK,
+            eval_task_dir=str(env.task_dir),
+            eval_backend="hf",
+            eval_limit=0,
+            eval_batch_size=16,
+            thresholds=demo_thresholds(min_acc=min_acc),
+            registry_url=os.environ.get("MODEL_REGISTRY_URL", ""),
+            deploy_target="local",
+            deploy_name="tiny-llama",
+            max_model_len=DEMO_MAX_MODEL_LEN,
+            hf_endpoint=env.endpoint,
+            vllm_python=vllm_python,
+            smoke_prompt="2+3=",
+            pipeline_root=pipeline_root,
+            keep_serving=keep_serving,
+            verbose=verbose,
+        )
+
+
+def _write_calibration(path: Path) -> None:
+    lines = [json.dumps({"text": f"{a}+{b}={a + b}."}) for a in range(10) for b in range(10)]
+    path.write_text("\n".join(lines) + "\n")
 
 
 @app.command("compile")

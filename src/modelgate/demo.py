@@ -1,0 +1,81 @@
+"""The offline demo: a tiny model behind a local Hub mirror, released with the real pipeline.
+
+Used by ``modelgate demo`` (``make demo``) and the end-to-end tests, so both run the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+DEMO_REPO_ID = "modelgate/tiny-llama"
+DEMO_TASK = "modelgate_addition"
+#: The trained tiny model scores well above this; chance is 1/19.
+DEMO_MIN_ACC = 0.3
+DEMO_MIN_RECOVERY = 0.9
+DEMO_MAX_MODEL_LEN = 128
+
+
+def demo_thresholds(*, min_acc: float = DEMO_MIN_ACC, min_recovery: float = DEMO_MIN_RECOVERY) -> str:
+    """The gate config of the demo as JSON."""
+    return json.dumps(
+        {
+            "name": "demo",
+            "thresholds": [
+                {"task": DEMO_TASK, "metric": "acc", "min": min_acc, "min_recovery": min_recovery}
+            ],
+        }
+    )
+
+
+@dataclass
+class DemoEnvironment:
+    """What a demo run needs: the mirror endpoint, the repo on it, and the task folder."""
+
+    endpoint: str
+    repo_id: str
+    commit_sha: str
+    task_dir: Path
+    model_dir: Path
+
+
+@contextlib.contextmanager
+def demo_environment(
+    cache_dir: str | os.PathLike[str], *, train_seconds: float = 60.0
+) -> Iterator[DemoEnvironment]:
+    """Build (or reuse) the tiny model, write the task, and serve the model from an olah mirror.
+
+    The mirror is stopped when the context exits.
+
+    Args:
+        cache_dir: Where the model, task and mirror repositories live between runs.
+        train_seconds: CPU training budget of a fresh tiny model.
+    """
+    from modelgate.testing.hub_mirror import LocalHubMirror
+    from modelgate.testing.tasks import write_addition_task
+    from modelgate.testing.tiny_model import build_tiny_model
+
+    cache = Path(cache_dir)
+    info = build_tiny_model(cache / "tiny-llama", train_seconds=train_seconds)
+    logger.info(
+        "tiny model %s (%s; greedy accuracy %.2f)", info.path, "cached" if info.cached else "trained",
+        info.greedy_accuracy,
+    )
+    task_dir = cache / "tasks"
+    write_addition_task(task_dir)
+    with LocalHubMirror(cache / "hub-repos") as mirror:
+        published = mirror.publish(info.path, repo_id=DEMO_REPO_ID)
+        yield DemoEnvironment(
+            endpoint=published.endpoint,
+            repo_id=published.repo_id,
+            commit_sha=published.commit_sha,
+            task_dir=task_dir,
+            model_dir=info.path,
+        )

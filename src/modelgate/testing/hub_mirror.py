@@ -1,0 +1,440 @@
+"""Serve local model directories through ``olah``, a Hugging Face Hub mirror, for offline tests.
+
+Findings (olah 0.5.4, huggingface_hub 1.33; checked by ``tests/e2e/test_mirror_and_task.py``):
+
+* Configuration: olah serves local repositories from ``mirrors-path`` (a list, settable only in its
+  TOML config, not on the command line; we run ``python -m olah.server --config <toml>``). A repo
+  ``<org>/<name>`` of type ``models`` is a plain (non-bare) git repository at
+  ``<mirrors-path>/models/<org>/<name>``; revisions (branch, tag, full SHA) are resolved by
+  GitPython. Files are ordinary git blobs (no LFS needed; LFS pointers would need their objects in
+  ``.git/lfs/objects``). ``repos-path`` is only olah's cache of upstream content. With
+  ``[accessibility] offline = true`` olah never contacts huggingface.co and skips its upstream
+  visibility probe; we also point ``hf-netloc`` at a closed loopback port. olah's index page
+  ``GET /`` fails with HTTP 500 (Jinja2/Starlette incompatibility) and is not used.
+* WORKS -- ``GET /api/models/<org>/<name>/revision/<rev>``: repo info built from the git commit;
+  ``sha`` is the full commit SHA ``<rev>`` resolves to, ``siblings`` lists every file
+  (``rfilename`` only, no sizes even with ``files_metadata=True``), plus ``lastModified`` and
+  ``cardData`` (README front matter). ``HfApi.model_info(repo_id, revision="main").sha`` and
+  ``snapshot_download(repo_id, revision="main", endpoint=...)`` use it; snapshot_download then lists
+  ``/api/models/<id>/tree/<sha>?recursive=true`` (a 307 to ``.../tree/<sha>/``, followed) and
+  downloads every file via ``/<id>/resolve/<sha>/<file>``. With ``cache_dir`` the snapshot folder
+  is named by the commit SHA.
+* WORKS -- ``HEAD /<org>/<name>/resolve/<rev>/<file>``: 200 with ``X-Repo-Commit`` (full SHA of
+  ``<rev>``), ``ETag`` (git blob SHA-1) and ``Content-Length``, no redirect; ``GET`` streams the
+  file (chunked, without ``X-Repo-Commit``).
+  ``huggingface_hub.get_hf_file_metadata(hf_hub_url(...)).commit_hash`` reads it;
+  ``hf_hub_download`` works.
+* WORKS -- ``tree/<rev>`` (``list_repo_files``, ``list_repo_tree``), ``POST paths-info/<rev>``
+  (``get_paths_info``), ``refs`` (``list_repo_refs``: ``branches[].target_commit``),
+  ``file_exists``, ``revision_exists``. ``GET /api/models/<id>/commits/<rev>`` answers JSON, but
+  ``HfApi.list_repo_commits`` fails on it (authors lack ``user``).
+* DOES NOT WORK -- ``GET /api/models/<org>/<name>`` without revision (``model_info(repo_id)``,
+  ``repo_exists``): offline olah looks for the newest commit in its upstream cache only and answers
+  401 ``X-Error-Code: RepoNotFound`` (``RepositoryNotFoundError``). Always pass a revision.
+* Errors: an unknown repo, an unknown revision and a missing file all answer 401 with
+  ``X-Error-Code: RepoNotFound``, so huggingface_hub raises ``RepositoryNotFoundError`` for each
+  (never ``RevisionNotFoundError`` or ``EntryNotFoundError``).
+* Read-only: uploads (``create_repo``, ``upload_folder``) are not supported; publish with
+  :func:`publish_model`, which writes the git repository directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from modelgate.errors import ConfigError, DownloadError, ModelgateError
+from modelgate.retry import wait_until
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REPO_ID = "modelgate/tiny-llama"
+_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+#: Fixed identity and date: publishing identical content into a fresh repository gives the same
+#: commit SHA every time.
+_GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "modelgate-tests",
+    "GIT_AUTHOR_EMAIL": "modelgate-tests@localhost",
+    "GIT_AUTHOR_DATE": "2024-01-01T00:00:00+0000",
+    "GIT_COMMITTER_NAME": "modelgate-tests",
+    "GIT_COMMITTER_EMAIL": "modelgate-tests@localhost",
+    "GIT_COMMITTER_DATE": "2024-01-01T00:00:00+0000",
+}
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A model repository served by a running :class:`LocalHubMirror`.
+
+    Attributes:
+        endpoint: Mirror base URL, for ``HF_ENDPOINT`` or ``endpoint=`` arguments.
+        repo_id: Repository id, ``"<org>/<name>"``.
+        commit_sha: Full git commit SHA that ``revision`` resolves to.
+        repos_root: The mirror's repository root; :func:`publish_model` more repos into it while
+            the mirror runs.
+        revision: Branch the model was published on.
+    """
+
+    endpoint: str
+    repo_id: str
+    commit_sha: str
+    repos_root: Path
+    revision: str = "main"
+
+
+def repo_path(repos_root: Path, repo_id: str, *, repo_type: str = "models") -> Path:
+    """Return where olah expects the git repository of ``repo_id`` under ``repos_root``.
+
+    Args:
+        repos_root: The directory olah gets as ``mirrors-path``.
+        repo_id: ``"<org>/<name>"``.
+        repo_type: ``"models"``, ``"datasets"`` or ``"spaces"``.
+
+    Returns:
+        ``repos_root/<repo_type>/<org>/<name>``.
+
+    Raises:
+        ConfigError: If ``repo_id`` is not of the form ``org/name``.
+    """
+    if not _REPO_ID_RE.match(repo_id) or ".." in repo_id:
+        raise ConfigError(f"repo_id must look like 'org/name', got {repo_id!r}")
+    org, name = repo_id.split("/")
+    return Path(repos_root) / repo_type / org / name
+
+
+def publish_model(model_dir: Path, repos_root: Path, repo_id: str = DEFAULT_REPO_ID) -> str:
+    """Commit the files of ``model_dir`` to branch ``main`` of a local git repo olah can serve.
+
+    The repository's tree is replaced by the contents of ``model_dir`` (hidden entries such as
+    ``.git`` or ``.cache`` are skipped). The commit uses a fixed author and date, so publishing
+    identical content into a fresh repository always gives the same SHA, and re-publishing
+    unchanged content into an existing one returns the current SHA without a new commit.
+
+    Args:
+        model_dir: Directory of the model files.
+        repos_root: Root directory olah serves local repos from (its ``mirrors-path``).
+        repo_id: Repository id, ``"<org>/<name>"``.
+
+    Returns:
+        The full commit SHA of ``main`` after publishing.
+
+    Raises:
+        ConfigError: If ``model_dir`` holds no files or ``repo_id`` is malformed.
+        ModelgateError: If a git command fails.
+    """
+    model_dir = Path(model_dir)
+    files = _visible_files(model_dir) if model_dir.is_dir() else []
+    if not files:
+        raise ConfigError(f"model_dir {model_dir} must be a directory with model files")
+    repo = repo_path(repos_root, repo_id)
+    repo.mkdir(parents=True, exist_ok=True)
+    if not (repo / ".git").exists():
+        _git(repo, "init", "-q", "-b", "main")
+    else:
+        _git(repo, "checkout", "-q", "-B", "main")
+
+    wanted = {path.relative_to(model_dir) for path in files}
+    for existing in _visible_files(repo):
+        if existing.relative_to(repo) not in wanted:
+            existing.unlink()
+    for rel in sorted(wanted):
+        target = repo / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model_dir / rel, target)
+
+    _git(repo, "add", "-A")
+    has_head = _git(repo, "rev-parse", "--verify", "-q", "HEAD", check=False).returncode == 0
+    unchanged = _git(repo, "diff", "--cached", "--quiet", check=False).returncode == 0
+    if not has_head or not unchanged:
+        _git(repo, "commit", "-q", "--no-verify", "-m", f"Publish {repo_id}")
+    sha = _git(repo, "rev-parse", "HEAD").stdout.strip()
+    logger.info("published %s (%d files) at %s", repo_id, len(wanted), sha)
+    return sha
+
+
+def _visible_files(root: Path) -> list[Path]:
+    """Regular files under ``root``, skipping anything below a hidden (dot) entry."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.is_file() and not path.is_symlink():
+            found.append(path)
+    return found
+
+
+def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        **_GIT_IDENTITY,
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+    cmd = ["git", "-c", "commit.gpgsign=false", "-c", "core.autocrlf=false", *args]
+    try:
+        result = subprocess.run(
+            cmd, cwd=repo, env=env, capture_output=True, text=True, check=False, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ModelgateError(f"git {' '.join(args)} failed in {repo}: {e}") from e
+    if check and result.returncode != 0:
+        raise ModelgateError(
+            f"git {' '.join(args)} failed in {repo} (exit {result.returncode}): "
+            f"{result.stderr.strip()}"
+        )
+    return result
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _stop_process_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Terminate the process group of ``proc``, then kill it after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=timeout)
+            return
+        except subprocess.TimeoutExpired:
+            logger.warning("olah (pid %d) ignored signal %s", proc.pid, sig.name)
+    proc.wait(timeout=timeout)
+
+
+class LocalHubMirror:
+    """Run ``olah`` on a loopback port, serving the git repos under ``repos_root``, offline.
+
+    Use as a context manager; the server (started in its own process session) is terminated on
+    exit, killed if it does not stop within ``stop_timeout`` seconds, and its scratch directory
+    (config, cache, logs) is removed::
+
+        with LocalHubMirror(repos_root) as mirror:
+            sha = publish_model(model_dir, repos_root, "modelgate/tiny-llama")
+            snapshot_download("modelgate/tiny-llama", revision="main", endpoint=mirror.endpoint)
+
+    Repositories may be published before or while the mirror runs.
+
+    Args:
+        repos_root: Directory holding ``models/<org>/<name>`` git repos; created if missing.
+        host: Loopback address to bind.
+        port: Port to bind; a free one is picked when None.
+        startup_timeout: Seconds to wait for the server to answer.
+        stop_timeout: Seconds to wait after SIGTERM (and after SIGKILL).
+    """
+
+    def __init__(
+        self,
+        repos_root: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        startup_timeout: float = 60.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.repos_root = Path(repos_root).resolve()
+        self.host = host
+        self.port = port
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self._finalizer: weakref.finalize | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the running mirror, e.g. ``http://127.0.0.1:38123``.
+
+        Raises:
+            ModelgateError: If the mirror is not running.
+        """
+        if self._proc is None or self.port is None:
+            raise ModelgateError("LocalHubMirror is not running; use it as a context manager")
+        return f"http://{self.host}:{self.port}"
+
+    def __enter__(self) -> LocalHubMirror:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start olah and wait until it answers HTTP.
+
+        Raises:
+            DownloadError: If olah exits early or does not answer within ``startup_timeout``.
+        """
+        if self._proc is not None:
+            return
+        self.repos_root.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = _free_port(self.host)
+        self._workdir = Path(tempfile.mkdtemp(prefix="modelgate-olah-"))
+        config_path = self._workdir / "olah.toml"
+        config_path.write_text(self._config_toml(), encoding="utf-8")
+        log_path = self._workdir / "olah.out"
+        cmd = [
+            sys.executable,
+            "-m",
+            "olah.server",
+            "--config",
+            str(config_path),
+            "--log-path",
+            str(self._workdir / "logs"),
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        logger.info("starting olah on %s:%d serving %s", self.host, self.port, self.repos_root)
+        with log_path.open("wb") as log_file:
+            self._proc = subprocess.Popen(
+                cmd,
+                cwd=self._workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._finalizer = weakref.finalize(self, _stop_process_group, self._proc, self.stop_timeout)
+        try:
+            waited = wait_until(
+                self._answers,
+                timeout=self.startup_timeout,
+                interval=0.25,
+                what=f"olah on {self.host}:{self.port}",
+                on_timeout=lambda message: DownloadError(f"{message}\n{self._log_tail()}"),
+            )
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("olah answers at %s after %.1fs", self.endpoint, waited)
+
+    def stop(self) -> None:
+        """Stop olah (SIGTERM, then SIGKILL) and remove its scratch directory. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _stop_process_group(proc, self.stop_timeout)
+            logger.info("olah stopped (exit %s)", proc.returncode)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def publish(self, model_dir: Path, *, repo_id: str = DEFAULT_REPO_ID) -> PublishedModel:
+        """Publish ``model_dir`` into this mirror and check the mirror resolves it.
+
+        Args:
+            model_dir: Directory of the model files.
+            repo_id: Repository id, ``"<org>/<name>"``.
+
+        Returns:
+            The published model, with the commit SHA of ``main``.
+
+        Raises:
+            DownloadError: If the mirror resolves ``main`` to another commit.
+        """
+        sha = publish_model(model_dir, self.repos_root, repo_id)
+        served = self.revision_sha(repo_id, "main")
+        if served != sha:
+            raise DownloadError(f"mirror resolves {repo_id}@main to {served}, expected {sha}")
+        return PublishedModel(
+            endpoint=self.endpoint, repo_id=repo_id, commit_sha=sha, repos_root=self.repos_root
+        )
+
+    def revision_sha(self, repo_id: str, revision: str = "main") -> str:
+        """Resolve ``revision`` of ``repo_id`` through the mirror's revision info route.
+
+        Args:
+            repo_id: Repository id, ``"<org>/<name>"``.
+            revision: Branch, tag or commit SHA.
+
+        Returns:
+            The full commit SHA (``sha`` of ``GET /api/models/<repo_id>/revision/<revision>``).
+
+        Raises:
+            DownloadError: If the mirror does not know the repository or revision.
+        """
+        url = f"{self.endpoint}/api/models/{repo_id}/revision/{revision}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback
+                info = json.loads(response.read())
+        except (urllib.error.URLError, ValueError) as e:
+            raise DownloadError(f"mirror cannot resolve {repo_id}@{revision}: {e}") from e
+        sha = info.get("sha") if isinstance(info, dict) else None
+        if not sha:
+            raise DownloadError(f"mirror returned no sha for {repo_id}@{revision}: {info!r}")
+        return str(sha)
+
+    def _answers(self) -> bool:
+        if self._proc is None or self._proc.poll() is not None:
+            code = None if self._proc is None else self._proc.returncode
+            raise DownloadError(f"olah exited early (exit {code})\n{self._log_tail()}")
+        # Any HTTP answer means uvicorn is serving. Not "/": olah 0.5.4's index page fails with a
+        # 500 under current Jinja2/Starlette; a revision lookup of an unknown repo is a cheap 404.
+        url = f"{self.endpoint}/api/models/modelgate-probe/none/revision/main"
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - loopback
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _log_tail(self, lines: int = 30) -> str:
+        if self._workdir is None:
+            return ""
+        try:
+            text = (self._workdir / "olah.out").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "olah output:\n" + "\n".join(text.splitlines()[-lines:])
+
+    def _config_toml(self) -> str:
+        netloc = f"{self.host}:{self.port}"
+        assert self._workdir is not None
+        basic = {
+            "host": self.host,
+            "port": self.port,
+            "repos-path": str(self._workdir / "cache"),
+            "mirrors-path": [str(self.repos_root)],
+            "mirror-scheme": "http",
+            "mirror-netloc": netloc,
+            "mirror-lfs-netloc": netloc,
+            # Offline mode never calls upstream; a closed local port makes sure of it.
+            "hf-scheme": "http",
+            "hf-netloc": "127.0.0.1:9",
+            "hf-lfs-netloc": "127.0.0.1:9",
+        }
+        lines = ["[basic]"]
+        lines += [f"{key} = {json.dumps(value)}" for key, value in basic.items()]
+        lines += ["", "[accessibility]", "offline = true", ""]
+        return "\n".join(lines)
