@@ -177,8 +177,10 @@ def download_model(
     try:
         info = api.model_info(repo_id, revision=revision)
     except RepositoryNotFoundError as e:
+        # some mirrors answer an unknown revision like an unknown repository
         raise DownloadError(
-            f"repository {repo_id!r} not found at {endpoint} (or it is gated/private: set HF_TOKEN)"
+            f"repository {repo_id!r} (revision {revision!r}) not found at {endpoint}; check both, "
+            "and set HF_TOKEN if the repository is gated or private"
         ) from e
     except RevisionNotFoundError as e:
         raise DownloadError(f"revision {revision!r} not found in {repo_id!r}") from e

@@ -1,0 +1,39 @@
+"""Helpers for the end-to-end tier."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def vllm_python() -> str:
+    """The serving runtime's interpreter, or skip with how to get one."""
+    python = os.environ.get("MODELGATE_VLLM_PYTHON", str(REPO_ROOT / ".venv-vllm/bin/python"))
+    if not Path(python).is_file():
+        pytest.skip(f"no vLLM runtime at {python}: run `make venvs` or set MODELGATE_VLLM_PYTHON")
+    return python
+
+
+def run_cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+    """Run ``modelgate`` in a subprocess (the way users do) and capture its output."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
+        "COLUMNS": "200",
+        "NO_COLOR": "1",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "modelgate.cli", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

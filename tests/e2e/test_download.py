@@ -1,0 +1,72 @@
+"""The download step against a real Hugging Face protocol server (olah mirror)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from modelgate.download import MANIFEST_NAME, DownloadManifest, download_model, sha256_file
+from modelgate.errors import DownloadError, UnsafeWeightsError
+from modelgate.testing.hub_mirror import publish_model
+
+pytestmark = pytest.mark.e2e
+
+
+def test_download_pins_commit_and_writes_manifest(hub_mirror, tmp_path):
+    manifest = download_model(hub_mirror.repo_id, target_dir=tmp_path / "m", revision="main",
+                              endpoint=hub_mirror.endpoint)
+    assert manifest.commit_sha == hub_mirror.commit_sha
+    assert manifest.revision == "main"
+    names = {f.path for f in manifest.files}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
+    for entry in manifest.files:
+        assert sha256_file(tmp_path / "m" / entry.path) == entry.sha256
+    on_disk = DownloadManifest.from_dict(json.loads((tmp_path / "m" / MANIFEST_NAME).read_text()))
+    assert on_disk == manifest
+
+
+def test_download_by_commit_sha_and_patterns(hub_mirror, tmp_path):
+    manifest = download_model(hub_mirror.repo_id, target_dir=tmp_path / "m",
+                              revision=hub_mirror.commit_sha, endpoint=hub_mirror.endpoint,
+                              allow_patterns=["*.json", "*.safetensors"])
+    assert manifest.commit_sha == hub_mirror.commit_sha
+    assert all(f.path.endswith((".json", ".safetensors")) for f in manifest.files)
+
+
+def test_endpoint_comes_from_hf_endpoint(hub_mirror, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", hub_mirror.endpoint)
+    assert download_model(hub_mirror.repo_id, target_dir=tmp_path).endpoint == hub_mirror.endpoint
+
+
+@pytest.fixture(scope="module")
+def pickle_repo(hub_mirror, tiny_model_dir, tmp_path_factory):
+    src = tmp_path_factory.mktemp("pickle-model")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(Path(tiny_model_dir) / name, src / name)
+    (src / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    repo_id = "modelgate/pickle-only"
+    publish_model(src, hub_mirror.repos_root, repo_id)
+    return repo_id
+
+
+def test_pickle_only_repo_is_refused_before_download(hub_mirror, pickle_repo, tmp_path):
+    with pytest.raises(UnsafeWeightsError, match="allow_pickle"):
+        download_model(pickle_repo, target_dir=tmp_path / "m", endpoint=hub_mirror.endpoint)
+    assert not any((tmp_path / "m").iterdir())
+
+
+def test_pickle_only_repo_downloads_when_allowed(hub_mirror, pickle_repo, tmp_path):
+    manifest = download_model(pickle_repo, target_dir=tmp_path / "m", allow_pickle=True,
+                              endpoint=hub_mirror.endpoint)
+    assert "pytorch_model.bin" in {f.path for f in manifest.files}
+
+
+def test_unknown_repo_and_revision_are_clear_errors(hub_mirror, tmp_path):
+    with pytest.raises(DownloadError, match="not found"):
+        download_model("modelgate/nope", target_dir=tmp_path, endpoint=hub_mirror.endpoint)
+    with pytest.raises(DownloadError, match="not found"):
+        download_model(hub_mirror.repo_id, target_dir=tmp_path, revision="no-such-branch",
+                       endpoint=hub_mirror.endpoint)
