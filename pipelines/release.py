@@ -116,7 +116,10 @@ def release(
         repo_id=model_id, revision=revision, hf_endpoint=hf_endpoint
     ).set_display_name("download")
     kubernetes.use_secret_as_env(
-        download, secret_name=hf_token_secret, secret_key_to_env={"token": "HF_TOKEN"}, optional=True
+        download,
+        secret_name=hf_token_secret,
+        secret_key_to_env={"token": "HF_TOKEN"},
+        optional=True,
     )
 
     quantize = quantize_model(
@@ -197,6 +200,8 @@ def release(
         smoke_test(
             endpoint=deploy.outputs["endpoint"],
             served_model=deploy.outputs["served_model"],
+            deployment=deploy.outputs["deployment"],
+            target=deploy_target,
             prompt=smoke_prompt,
         ).set_display_name("smoke test")
     with dsl.Else(name="gate-failed"):

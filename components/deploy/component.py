@@ -88,23 +88,40 @@ def deploy_model(
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def smoke_test(endpoint: str, served_model: str, prompt: str = "2+3=") -> str:
+def smoke_test(
+    endpoint: str, served_model: str, deployment: str, target: str, prompt: str = "2+3="
+) -> str:
     """Call /v1/completions and /v1/chat/completions once each; both must return text.
+
+    On failure the deployment is rolled back (the previous InferenceService spec restored, or
+    the new one deleted), so no failing model is left serving.
 
     Args:
         endpoint: Base URL of the OpenAI-compatible server.
         served_model: Model name to request.
+        deployment: Deployment details JSON from ``deploy_model``.
+        target: The deploy target that made it (``kserve`` or ``local``).
         prompt: Completion prompt.
 
     Returns:
         The completion text.
 
     Raises:
-        SmokeTestError: A call failed or returned no text.
+        SmokeTestError: A call failed or returned no text (after the rollback).
     """
+    import json
+    import logging
+
+    from modelgate.deploy import Deployment, make_target
+    from modelgate.errors import SmokeTestError
     from modelgate.logs import configure_logging
     from modelgate.serving import smoke_test as run_smoke_test
 
     configure_logging()
-    texts = run_smoke_test(endpoint, model=served_model, prompt=prompt)
+    try:
+        texts = run_smoke_test(endpoint, model=served_model, prompt=prompt)
+    except SmokeTestError as e:
+        done = make_target(target).rollback(Deployment(**json.loads(deployment)))
+        logging.getLogger("modelgate.smoke").error("smoke test failed; %s", done)
+        raise SmokeTestError(f"{e}; {done}") from e
     return texts["completion"]

@@ -169,7 +169,9 @@ def run(
         style = STATUS_STYLE.get(step.status, "")
         progress.print(f"  [{style}]{step.status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
 
-    console.print(f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}")
+    console.print(
+        f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}"
+    )
     result = run_pipeline_locally(
         release,
         arguments=arguments,
@@ -303,7 +305,9 @@ def compile_(
 @app.command()
 def render(
     name: Annotated[str, typer.Option(help="InferenceService / served model name.")],
-    storage_uri: Annotated[str, typer.Option(help="pvc://, s3://, oci://, hf:// or model-registry://")],
+    storage_uri: Annotated[
+        str, typer.Option(help="pvc://, s3://, oci://, hf:// or model-registry://")
+    ],
     namespace: Annotated[str, typer.Option(help="Namespace.")] = "default",
     runtime: Annotated[str, typer.Option(help="ServingRuntime name.")] = "vllm-runtime",
     accelerator_type: Annotated[str, typer.Option(help="GPU resource name.")] = "nvidia.com/gpu",

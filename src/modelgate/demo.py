@@ -23,7 +23,9 @@ DEMO_MIN_RECOVERY = 0.9
 DEMO_MAX_MODEL_LEN = 128
 
 
-def demo_thresholds(*, min_acc: float = DEMO_MIN_ACC, min_recovery: float = DEMO_MIN_RECOVERY) -> str:
+def demo_thresholds(
+    *, min_acc: float = DEMO_MIN_ACC, min_recovery: float = DEMO_MIN_RECOVERY
+) -> str:
     """The gate config of the demo as JSON."""
     return json.dumps(
         {
@@ -65,7 +67,9 @@ def demo_environment(
     cache = Path(cache_dir)
     info = build_tiny_model(cache / "tiny-llama", train_seconds=train_seconds)
     logger.info(
-        "tiny model %s (%s; greedy accuracy %.2f)", info.path, "cached" if info.cached else "trained",
+        "tiny model %s (%s; greedy accuracy %.2f)",
+        info.path,
+        "cached" if info.cached else "trained",
         info.greedy_accuracy,
     )
     task_dir = cache / "tasks"

@@ -137,6 +137,10 @@ class DeployTarget(Protocol):
         """Remove the deployment (idempotent)."""
         ...
 
+    def rollback(self, deployment: Deployment) -> str:
+        """Undo ``deployment`` after a failed check: restore what it replaced, or remove it."""
+        ...
+
 
 def resolve_storage_uri(
     explicit: str | None, *, model_uri: str, registry_record: dict[str, Any] | None = None

@@ -67,9 +67,7 @@ def _matches(name: str, patterns: tuple[str, ...] | list[str]) -> bool:
     return any(fnmatch.fnmatch(name, p) or fnmatch.fnmatch(Path(name).name, p) for p in patterns)
 
 
-def check_weight_formats(
-    filenames: list[str], *, allow_pickle: bool = False
-) -> list[str]:
+def check_weight_formats(filenames: list[str], *, allow_pickle: bool = False) -> list[str]:
     """Decide which pickle files to skip, refusing pickle-only repositories.
 
     Args:
@@ -163,7 +161,11 @@ def download_model(
         DownloadError: The hub or mirror could not be reached, or the repo/revision is unknown.
     """
     from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     if not repo_id.strip():
         raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
@@ -218,7 +220,9 @@ def download_model(
     manifest.seconds = round(time.monotonic() - started, 3)
     (target / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
     logger.info(
-        "downloaded %d files (%d bytes) in %.1fs", len(manifest.files), manifest.total_bytes,
+        "downloaded %d files (%d bytes) in %.1fs",
+        len(manifest.files),
+        manifest.total_bytes,
         manifest.seconds,
     )
     return manifest

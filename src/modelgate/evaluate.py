@@ -71,7 +71,8 @@ class EvalResult:
     def from_dict(cls, data: dict[str, Any]) -> EvalResult:
         """Inverse of :meth:`to_dict`."""
         tasks = {
-            t: {m: MetricValue(**v) for m, v in ms.items()} for t, ms in data.get("tasks", {}).items()
+            t: {m: MetricValue(**v) for m, v in ms.items()}
+            for t, ms in data.get("tasks", {}).items()
         }
         return cls(**{**data, "tasks": tasks})
 

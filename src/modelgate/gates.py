@@ -194,17 +194,29 @@ def check_gate(
             ref = base.get(t.task, t.metric) if base else None
             if got is None or ref is None:
                 note = missing_note if got is None else "no base result to compare with"
-                rows.append(GateRow(t.task, t.metric, "recovery", None, t.min_recovery, False, note))
+                rows.append(
+                    GateRow(t.task, t.metric, "recovery", None, t.min_recovery, False, note)
+                )
                 continue
             rec = _recovery(got.value, ref.value, higher_is_better=got.higher_is_better)
             note = f"candidate {got.value:.4f} vs base {ref.value:.4f}"
             if rec is None:
-                rows.append(GateRow(t.task, t.metric, "recovery", None, t.min_recovery, False,
-                                    note + "; base is 0"))
+                rows.append(
+                    GateRow(
+                        t.task,
+                        t.metric,
+                        "recovery",
+                        None,
+                        t.min_recovery,
+                        False,
+                        note + "; base is 0",
+                    )
+                )
                 continue
             rows.append(
-                GateRow(t.task, t.metric, "recovery", rec, t.min_recovery, rec >= t.min_recovery,
-                        note)
+                GateRow(
+                    t.task, t.metric, "recovery", rec, t.min_recovery, rec >= t.min_recovery, note
+                )
             )
     report = GateReport(name=cfg.name, passed=all(r.passed for r in rows), rows=rows)
     log = logger.info if report.passed else logger.error

@@ -696,9 +696,15 @@ class KServeTarget:
                 "KServe target ignores model_dir=%s (uses %s)", model_dir, spec.storage_uri
             )
         start = time.monotonic()
+        before = self._get(spec.name, spec.namespace)
+        previous_spec = copy.deepcopy(before["spec"]) if before else None
         stored = self.apply(build_inference_service(spec))
         generation = (stored.get("metadata") or {}).get("generation")
-        obj, _ = self.wait_ready(spec.name, spec.namespace, generation)
+        try:
+            obj, _ = self.wait_ready(spec.name, spec.namespace, generation)
+        except DeployError as e:
+            undone = self._restore(spec.name, spec.namespace, previous_spec)
+            raise type(e)(f"{e}; {undone}") from e
         status = obj.get("status") or {}
         return Deployment(
             target="kserve",
@@ -712,18 +718,42 @@ class KServeTarget:
                 "resourceVersion": (obj.get("metadata") or {}).get("resourceVersion"),
                 "url": status.get("url"),
                 "address": (status.get("address") or {}).get("url"),
+                "previous_spec": previous_spec,
             },
         )
 
+    def _restore(self, name: str, namespace: str, previous_spec: dict[str, Any] | None) -> str:
+        """Put back ``previous_spec`` (None: delete the object); returns what was done."""
+        if previous_spec is None:
+            self._delete(name, namespace)
+            return f"deleted the new InferenceService {namespace}/{name}"
+        body = {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec}
+        self.apply(body)
+        return f"restored the previous spec of InferenceService {namespace}/{name}"
+
+    def rollback(self, deployment: Deployment) -> str:
+        """Undo ``deployment``: restore the spec it replaced, or delete it if it was new.
+
+        Returns:
+            What was done, for logs.
+
+        Raises:
+            DeployError: The API refused.
+        """
+        namespace = deployment.details.get("namespace", "default")
+        done = self._restore(deployment.name, namespace, deployment.details.get("previous_spec"))
+        logger.warning("rolled back: %s", done)
+        return done
+
     def teardown(self, deployment: Deployment) -> None:
         """Delete the InferenceService (already gone is fine)."""
-        namespace = deployment.details.get("namespace", "default")
+        self._delete(deployment.name, deployment.details.get("namespace", "default"))
+
+    def _delete(self, name: str, namespace: str) -> None:
         try:
-            self.api.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, deployment.name
-            )
-            logger.info("deleted InferenceService %s/%s", namespace, deployment.name)
+            self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            logger.info("deleted InferenceService %s/%s", namespace, name)
         except ApiException as e:
             if e.status == 404:
                 return
-            raise _api_error(e, f"deleting InferenceService {namespace}/{deployment.name}") from e
+            raise _api_error(e, f"deleting InferenceService {namespace}/{name}") from e

@@ -47,7 +47,9 @@ def backoff(
         except retry_on as e:
             if attempt == attempts:
                 raise
-            logger.warning("%s failed (%s); retry %d/%d in %.1fs", what, e, attempt, attempts - 1, delay)
+            logger.warning(
+                "%s failed (%s); retry %d/%d in %.1fs", what, e, attempt, attempts - 1, delay
+            )
             time.sleep(delay)
             delay = min(delay * 2, max_delay)
     raise AssertionError("unreachable")

@@ -80,8 +80,12 @@ def stop_process_group(pid: int, *, timeout: float = 20.0) -> None:
         except ProcessLookupError:
             return
         try:
-            wait_until(lambda: not pid_alive(pid), timeout=timeout, interval=0.2,
-                       what=f"process {pid} to exit")
+            wait_until(
+                lambda: not pid_alive(pid),
+                timeout=timeout,
+                interval=0.2,
+                what=f"process {pid} to exit",
+            )
             return
         except TimeoutError:
             logger.warning("process group %d ignored %s", pid, sig.name)
@@ -113,7 +117,7 @@ class LocalVLLMTarget:
         log_dir: str | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.python = resolve_vllm_python(python)
+        self._python = python
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
@@ -121,10 +125,21 @@ class LocalVLLMTarget:
         self.log_dir = Path(log_dir) if log_dir else None
         self.env = dict(env or {})
 
+    @property
+    def python(self) -> str:
+        """The vLLM interpreter, checked when first needed (tearing down needs none)."""
+        return resolve_vllm_python(self._python)
+
     def command(self, spec: DeploySpec, *, model_dir: str, port: int) -> list[str]:
         """The full server command line."""
         args = vllm_args(spec, model_path=model_dir, port=port)
-        cmd = [self.python, "-m", "vllm.entrypoints.openai.api_server", *args, f"--host={self.host}"]
+        cmd = [
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            *args,
+            f"--host={self.host}",
+        ]
         if self.device == "cpu":
             cmd += [a for a in CPU_ARGS if a not in args]
         return cmd
@@ -138,7 +153,9 @@ class LocalVLLMTarget:
             DeployTimeoutError: Not healthy within ``startup_timeout``.
         """
         if not model_dir or not Path(model_dir, "config.json").is_file():
-            raise ConfigError(f"local deploy needs a model directory with config.json, got {model_dir!r}")
+            raise ConfigError(
+                f"local deploy needs a model directory with config.json, got {model_dir!r}"
+            )
         port = self.port or free_port(self.host)
         log_dir = self.log_dir or Path(model_dir).parent
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -156,7 +173,9 @@ class LocalVLLMTarget:
         def healthy() -> bool:
             if proc.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-3000:]
-                raise DeployError(f"vLLM exited with code {proc.returncode} during start-up:\n{tail}")
+                raise DeployError(
+                    f"vLLM exited with code {proc.returncode} during start-up:\n{tail}"
+                )
             try:
                 return requests.get(f"{endpoint}/health", timeout=2).status_code == 200
             except requests.RequestException:
@@ -191,6 +210,11 @@ class LocalVLLMTarget:
             stop_process_group(int(pid))
             logger.info("stopped vLLM pid %s", pid)
 
+    def rollback(self, deployment: Deployment) -> str:
+        """A local server replaces nothing: rolling back stops it."""
+        self.teardown(deployment)
+        return f"stopped the local vLLM server (pid {deployment.details.get('pid')})"
+
 
 def _post(url: str, payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     def call() -> dict[str, Any]:
@@ -202,8 +226,12 @@ def _post(url: str, payload: dict[str, Any], *, timeout: float) -> dict[str, Any
         return resp.json()
 
     try:
-        return backoff(call, retry_on=(requests.ConnectionError, requests.Timeout,
-                                       requests.HTTPError), attempts=3, what=f"POST {url}")
+        return backoff(
+            call,
+            retry_on=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
+            attempts=3,
+            what=f"POST {url}",
+        )
     except requests.RequestException as e:
         raise SmokeTestError(f"POST {url} failed: {e}") from e
 

@@ -52,8 +52,17 @@ def test_release_gates_deploy_behind_the_gate_output():
     spec = load("release")[0]
     tasks = _all_tasks(spec)
     names = {t["taskInfo"]["name"]: key for key, t in tasks.items()}
-    for step in ("download", "quantize", "register candidate", "evaluate base",
-                 "evaluate candidate", "quality gate", "deploy", "smoke test", "stop promotion"):
+    for step in (
+        "download",
+        "quantize",
+        "register candidate",
+        "evaluate base",
+        "evaluate candidate",
+        "quality gate",
+        "deploy",
+        "smoke test",
+        "stop promotion",
+    ):
         assert step in names, step
     # deploy lives only inside the gate-passed condition, stop promotion in the else branch
     conditions = {key: t.get("triggerPolicy", {}).get("condition", "") for key, t in tasks.items()}
@@ -80,9 +89,19 @@ def test_gpu_settings_are_run_parameters_not_constants():
     assert secret["secretNameParameter"]["componentInputParameter"] == "hf_token_secret"
     assert secret["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
     params = spec["root"]["inputDefinitions"]["parameters"]
-    for name in ("model_id", "revision", "quant_scheme", "eval_tasks", "thresholds",
-                 "deploy_target", "accelerator_type", "accelerator_count", "tolerations",
-                 "node_selector", "hf_token_secret"):
+    for name in (
+        "model_id",
+        "revision",
+        "quant_scheme",
+        "eval_tasks",
+        "thresholds",
+        "deploy_target",
+        "accelerator_type",
+        "accelerator_count",
+        "tolerations",
+        "node_selector",
+        "hf_token_secret",
+    ):
         assert name in params, name
 
 

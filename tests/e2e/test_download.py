@@ -16,8 +16,9 @@ pytestmark = pytest.mark.e2e
 
 
 def test_download_pins_commit_and_writes_manifest(hub_mirror, tmp_path):
-    manifest = download_model(hub_mirror.repo_id, target_dir=tmp_path / "m", revision="main",
-                              endpoint=hub_mirror.endpoint)
+    manifest = download_model(
+        hub_mirror.repo_id, target_dir=tmp_path / "m", revision="main", endpoint=hub_mirror.endpoint
+    )
     assert manifest.commit_sha == hub_mirror.commit_sha
     assert manifest.revision == "main"
     names = {f.path for f in manifest.files}
@@ -29,9 +30,13 @@ def test_download_pins_commit_and_writes_manifest(hub_mirror, tmp_path):
 
 
 def test_download_by_commit_sha_and_patterns(hub_mirror, tmp_path):
-    manifest = download_model(hub_mirror.repo_id, target_dir=tmp_path / "m",
-                              revision=hub_mirror.commit_sha, endpoint=hub_mirror.endpoint,
-                              allow_patterns=["*.json", "*.safetensors"])
+    manifest = download_model(
+        hub_mirror.repo_id,
+        target_dir=tmp_path / "m",
+        revision=hub_mirror.commit_sha,
+        endpoint=hub_mirror.endpoint,
+        allow_patterns=["*.json", "*.safetensors"],
+    )
     assert manifest.commit_sha == hub_mirror.commit_sha
     assert all(f.path.endswith((".json", ".safetensors")) for f in manifest.files)
 
@@ -59,8 +64,9 @@ def test_pickle_only_repo_is_refused_before_download(hub_mirror, pickle_repo, tm
 
 
 def test_pickle_only_repo_downloads_when_allowed(hub_mirror, pickle_repo, tmp_path):
-    manifest = download_model(pickle_repo, target_dir=tmp_path / "m", allow_pickle=True,
-                              endpoint=hub_mirror.endpoint)
+    manifest = download_model(
+        pickle_repo, target_dir=tmp_path / "m", allow_pickle=True, endpoint=hub_mirror.endpoint
+    )
     assert "pytorch_model.bin" in {f.path for f in manifest.files}
 
 
@@ -68,5 +74,9 @@ def test_unknown_repo_and_revision_are_clear_errors(hub_mirror, tmp_path):
     with pytest.raises(DownloadError, match="not found"):
         download_model("modelgate/nope", target_dir=tmp_path, endpoint=hub_mirror.endpoint)
     with pytest.raises(DownloadError, match="not found"):
-        download_model(hub_mirror.repo_id, target_dir=tmp_path, revision="no-such-branch",
-                       endpoint=hub_mirror.endpoint)
+        download_model(
+            hub_mirror.repo_id,
+            target_dir=tmp_path,
+            revision="no-such-branch",
+            endpoint=hub_mirror.endpoint,
+        )

@@ -17,23 +17,45 @@ from tests.e2e.helpers import run_cli, vllm_python
 pytestmark = pytest.mark.e2e
 
 
-def release_args(hub_mirror, task_dir: Path, root: Path, *, thresholds: str, scheme: str,
-                 registry_url: str, repo_id: str | None = None) -> list[str]:
+def release_args(
+    hub_mirror,
+    task_dir: Path,
+    root: Path,
+    *,
+    thresholds: str,
+    scheme: str,
+    registry_url: str,
+    repo_id: str | None = None,
+) -> list[str]:
     return [
-        "run", "--local",
-        "--model-id", repo_id or hub_mirror.repo_id,
-        "--hf-endpoint", hub_mirror.endpoint,
-        "--quant-scheme", scheme,
-        "--eval-tasks", DEMO_TASK,
-        "--eval-task-dir", str(task_dir),
-        "--eval-batch-size", "16",
-        "--thresholds", thresholds,
-        "--registry-url", registry_url,
-        "--deploy-target", "local",
-        "--deploy-name", "tiny-llama",
-        "--max-model-len", str(DEMO_MAX_MODEL_LEN),
-        "--vllm-python", vllm_python(),
-        "--pipeline-root", str(root),
+        "run",
+        "--local",
+        "--model-id",
+        repo_id or hub_mirror.repo_id,
+        "--hf-endpoint",
+        hub_mirror.endpoint,
+        "--quant-scheme",
+        scheme,
+        "--eval-tasks",
+        DEMO_TASK,
+        "--eval-task-dir",
+        str(task_dir),
+        "--eval-batch-size",
+        "16",
+        "--thresholds",
+        thresholds,
+        "--registry-url",
+        registry_url,
+        "--deploy-target",
+        "local",
+        "--deploy-name",
+        "tiny-llama",
+        "--max-model-len",
+        str(DEMO_MAX_MODEL_LEN),
+        "--vllm-python",
+        vllm_python(),
+        "--pipeline-root",
+        str(root),
     ]
 
 
@@ -53,8 +75,16 @@ def registry():
 @pytest.fixture(scope="module")
 def passing_run(hub_mirror, addition_task_dir, registry, tmp_path_factory):
     root = tmp_path_factory.mktemp("release-pass")
-    proc = run_cli(*release_args(hub_mirror, addition_task_dir, root, thresholds=demo_thresholds(),
-                                 scheme="FP8_DYNAMIC", registry_url=registry.url))
+    proc = run_cli(
+        *release_args(
+            hub_mirror,
+            addition_task_dir,
+            root,
+            thresholds=demo_thresholds(),
+            scheme="FP8_DYNAMIC",
+            registry_url=registry.url,
+        )
+    )
     return proc, root
 
 
@@ -66,8 +96,17 @@ def failing_run(hub_mirror, untrained_model_dir, addition_task_dir, registry, tm
     """The untrained model (near chance, 1/19) under the demo gate (acc >= 0.3)."""
     publish_model(untrained_model_dir, hub_mirror.repos_root, UNTRAINED_REPO)
     root = tmp_path_factory.mktemp("release-fail")
-    proc = run_cli(*release_args(hub_mirror, addition_task_dir, root, thresholds=demo_thresholds(),
-                                 scheme="none", registry_url=registry.url, repo_id=UNTRAINED_REPO))
+    proc = run_cli(
+        *release_args(
+            hub_mirror,
+            addition_task_dir,
+            root,
+            thresholds=demo_thresholds(),
+            scheme="none",
+            registry_url=registry.url,
+            repo_id=UNTRAINED_REPO,
+        )
+    )
     return proc, root
 
 
@@ -75,8 +114,17 @@ def test_release_passes_gate_and_serves_a_completion(passing_run):
     proc, root = passing_run
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    for step in ("download", "quantize", "register candidate", "evaluate base",
-                 "evaluate candidate", "quality gate", "record evaluation", "deploy", "smoke test"):
+    for step in (
+        "download",
+        "quantize",
+        "register candidate",
+        "evaluate base",
+        "evaluate candidate",
+        "quality gate",
+        "record evaluation",
+        "deploy",
+        "smoke test",
+    ):
         assert f"│ {step} " in out, step
     assert "Gate demo: PASSED" in out
     assert f"{DEMO_TASK}/acc" in out and "FAIL" not in out

@@ -16,8 +16,10 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
     target = LocalVLLMTarget(python=vllm_python(), log_dir=str(tmp_path_factory.mktemp("vllm")))
-    deployment = target.deploy(DeploySpec(name="tiny", storage_uri="file:///unused",
-                                          max_model_len=128), model_dir=str(tiny_model_dir))
+    deployment = target.deploy(
+        DeploySpec(name="tiny", storage_uri="file:///unused", max_model_len=128),
+        model_dir=str(tiny_model_dir),
+    )
     yield deployment
     target.teardown(deployment)
     assert not pid_alive(deployment.details["pid"])
@@ -30,10 +32,17 @@ def test_smoke_test_against_vllm(served):
 
 def test_local_completions_matches_hf_backend(served, tiny_model_dir, addition_task_dir):
     common = {"tasks": [ADDITION_TASK_NAME], "task_dir": str(addition_task_dir), "limit": 50}
-    remote = evaluate_model(served.model, backend="local-completions", base_url=served.endpoint,
-                            tokenizer=str(tiny_model_dir), batch_size=1, **common)
-    local = evaluate_model(str(tiny_model_dir), backend="hf", device="cpu", batch_size=16,
-                           dtype="float32", **common)
+    remote = evaluate_model(
+        served.model,
+        backend="local-completions",
+        base_url=served.endpoint,
+        tokenizer=str(tiny_model_dir),
+        batch_size=1,
+        **common,
+    )
+    local = evaluate_model(
+        str(tiny_model_dir), backend="hf", device="cpu", batch_size=16, dtype="float32", **common
+    )
     acc_remote = remote.get(ADDITION_TASK_NAME, "acc").value
     acc_local = local.get(ADDITION_TASK_NAME, "acc").value
     assert acc_remote > 0.3, "vLLM-served model should beat chance (1/19) clearly"

@@ -18,7 +18,10 @@ pytestmark = pytest.mark.unit
 def test_vllm_args_are_shared_by_targets():
     spec = DeploySpec(name="tiny", storage_uri="s3://b/m", max_model_len=128, extra_args=["--x"])
     assert vllm_args(spec) == [
-        "--model=/mnt/models", "--port=8080", "--served-model-name=tiny", "--max-model-len=128",
+        "--model=/mnt/models",
+        "--port=8080",
+        "--served-model-name=tiny",
+        "--max-model-len=128",
         "--x",
     ]
     assert vllm_args(spec, model_path="/tmp/m", port=9)[:2] == ["--model=/tmp/m", "--port=9"]
@@ -48,14 +51,17 @@ def test_parse_json_option():
 
 def test_storage_uri_resolution_order():
     rec = {"status": "registered", "model_name": "m", "version_name": "v1"}
-    assert resolve_storage_uri("pvc://p/m", model_uri="minio://b/x", registry_record=rec) == "pvc://p/m"
+    assert (
+        resolve_storage_uri("pvc://p/m", model_uri="minio://b/x", registry_record=rec)
+        == "pvc://p/m"
+    )
     assert resolve_storage_uri(None, model_uri="minio://b/x", registry_record=rec) == (
         "model-registry://m/v1"
     )
     assert resolve_storage_uri(None, model_uri="minio://b/x") == "s3://b/x"
-    assert resolve_storage_uri(None, model_uri="gs://b/x", registry_record={"status": "skipped"}) == (
-        "gs://b/x"
-    )
+    assert resolve_storage_uri(
+        None, model_uri="gs://b/x", registry_record={"status": "skipped"}
+    ) == ("gs://b/x")
     with pytest.raises(ConfigError, match="local path"):
         resolve_storage_uri(None, model_uri="/tmp/local/model")
 

@@ -74,12 +74,15 @@ def test_local_task_dir_must_exist(tmp_path):
 
 
 def test_model_args_per_backend():
-    args = build_model_args("local-completions", model="tiny", base_url="http://h:8000",
-                            tokenizer="/m")
+    args = build_model_args(
+        "local-completions", model="tiny", base_url="http://h:8000", tokenizer="/m"
+    )
     assert args["base_url"] == "http://h:8000/v1/completions"
     assert args["tokenizer_backend"] == "huggingface" and args["model"] == "tiny"
-    assert build_model_args("hf", model="/m", dtype="float32") == {"pretrained": "/m",
-                                                                   "dtype": "float32"}
+    assert build_model_args("hf", model="/m", dtype="float32") == {
+        "pretrained": "/m",
+        "dtype": "float32",
+    }
     vllm = build_model_args("vllm", model="/m", max_length=512)
     assert vllm["max_model_len"] == 512
     with pytest.raises(ConfigError, match="base_url"):

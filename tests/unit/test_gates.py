@@ -34,7 +34,9 @@ def test_collects_every_failure_and_names_the_metric():
             {"task": "arc", "metric": "acc_norm", "min": 0.1, "min_recovery": 0.99},
         ]
     }
-    report = check_gate(result(acc=0.6, acc_norm=0.5), config=cfg, base=result(acc=0.6, acc_norm=0.6))
+    report = check_gate(
+        result(acc=0.6, acc_norm=0.5), config=cfg, base=result(acc=0.6, acc_norm=0.6)
+    )
     assert not report.passed
     assert len(report.failures) == 2
     table = report.to_markdown()
@@ -52,8 +54,12 @@ def test_missing_metric_fails_closed():
 
 
 def test_missing_task_and_missing_base_fail_closed():
-    cfg = {"thresholds": [{"task": "other", "metric": "acc", "min": 0.0},
-                          {"task": "arc", "metric": "acc", "min_recovery": 0.5}]}
+    cfg = {
+        "thresholds": [
+            {"task": "other", "metric": "acc", "min": 0.0},
+            {"task": "arc", "metric": "acc", "min_recovery": 0.5},
+        ]
+    }
     report = check_gate(result(acc=0.9), config=cfg, base=None)
     assert [r.passed for r in report.rows] == [False, False]
     assert "no base result" in report.rows[1].note
@@ -94,8 +100,9 @@ def test_loads_json_yaml_and_bare_list(source):
 
 def test_loads_from_file(tmp_path):
     path = tmp_path / "gate.yaml"
-    path.write_text(json.dumps({"name": "release", "thresholds": [{"task": "a", "metric": "acc",
-                                                                   "min": 0.1}]}))
+    path.write_text(
+        json.dumps({"name": "release", "thresholds": [{"task": "a", "metric": "acc", "min": 0.1}]})
+    )
     assert load_gate_config(str(path)).name == "release"
     with pytest.raises(ConfigError, match="does not exist"):
         load_gate_config(str(tmp_path / "missing.yaml"))

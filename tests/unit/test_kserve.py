@@ -438,9 +438,9 @@ def test_create_race_409_then_replace():
     original_get = api.get_namespaced_custom_object
     state = {"n": 0}
 
-    def get(*a, **kw):  # the second GET sees the object the other writer created
+    def get(*a, **kw):  # GETs: deploy's look at the old spec, apply's, then the retry's
         state["n"] += 1
-        if state["n"] == 2:
+        if state["n"] == 3:
             _seed(api, SPEC.model_copy(update={"dtype": "half"}))
         return original_get(*a, **kw)
 
@@ -707,3 +707,34 @@ def test_double_api_server_semantics():
     with pytest.raises(ApiException) as e:
         api.delete_namespaced_custom_object(G, V, NS, P, "m")
     assert e.value.status == 404
+
+
+def test_failed_new_deployment_is_deleted():
+    api = FakeCustomObjectsApi(ScriptedController([_pending()]))
+    with pytest.raises(DeployTimeoutError, match="deleted the new InferenceService ns/m"):
+        _target(api, timeout=0.05, poll_interval=0.005).deploy(SPEC)
+    assert api.stored(NS, "m") is None
+
+
+def test_failed_update_restores_previous_spec():
+    old = SPEC.model_copy(update={"max_model_len": 1024})
+    api = FakeCustomObjectsApi()
+    _seed(api, old, isvc_status(ready=True, generation=1, name="m", namespace=NS))
+    old_spec = copy.deepcopy(api.stored(NS, "m")["spec"])
+    failed = {
+        "observedGeneration": "current",
+        "conditions": [condition("Ready", "False", "RevisionFailed", "bad weights")],
+    }
+    api.controller = ScriptedController([None, failed])
+    with pytest.raises(DeployError, match="restored the previous spec"):
+        _target(api, timeout=60, poll_interval=0.001).deploy(SPEC)
+    assert api.stored(NS, "m")["spec"] == old_spec
+
+
+def test_rollback_after_a_failed_smoke_test():
+    api = FakeCustomObjectsApi(ScriptedController([None, _ready()]))
+    target = _target(api)
+    deployment = target.deploy(SPEC)
+    assert deployment.details["previous_spec"] is None
+    assert "deleted" in target.rollback(deployment)
+    assert api.stored(NS, "m") is None

@@ -21,14 +21,23 @@ def random_model(tmp_path_factory):
     tok.decoder = decoders.ByteLevel()
     tok.train_from_iterator(
         [f"{a}+{b}={a + b}" for a in range(10) for b in range(10)],
-        trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()),
+        trainers.BpeTrainer(
+            vocab_size=300,
+            special_tokens=["<s>", "</s>"],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
     )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
     tokenizer.save_pretrained(out)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
-                         num_attention_heads=4, num_key_value_heads=4, num_hidden_layers=2,
-                         max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        num_hidden_layers=2,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(config).save_pretrained(out)
     return out
 
@@ -43,7 +52,9 @@ def calibration(tmp_path):
 @pytest.mark.parametrize("scheme", ["FP8_DYNAMIC", "W8A8", "W4A16"])
 def test_schemes_write_compressed_tensors(random_model, calibration, tmp_path, scheme):
     out = tmp_path / scheme
-    result = quantize_model(random_model, output_dir=out, scheme=scheme, calibration=str(calibration))
+    result = quantize_model(
+        random_model, output_dir=out, scheme=scheme, calibration=str(calibration)
+    )
     config = json.loads((out / "config.json").read_text())
     qcfg = config["quantization_config"]
     assert qcfg["quant_method"] == "compressed-tensors"
@@ -80,8 +91,10 @@ def test_calibration_formats(tmp_path):
             return "|".join(m["content"] for m in messages)
 
     path = tmp_path / "c.jsonl"
-    path.write_text('{"text": "a"}\n{"messages": [{"role": "user", "content": "b"}]}\n'
-                    '{"prompt": "c", "completion": "d"}\n')
+    path.write_text(
+        '{"text": "a"}\n{"messages": [{"role": "user", "content": "b"}]}\n'
+        '{"prompt": "c", "completion": "d"}\n'
+    )
     assert load_calibration_texts(str(path), tokenizer=Tok(), num_samples=10) == ["a", "b", "cd"]
     path.write_text('{"other": 1}\n')
     with pytest.raises(ConfigError, match="none of 'text'"):
