@@ -45,8 +45,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +57,7 @@ from types import TracebackType
 
 from modelgate.errors import ConfigError, DownloadError, ModelgateError
 from modelgate.retry import wait_until
+from modelgate.serving import free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 
@@ -201,29 +200,6 @@ def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     return result
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop_process_group(proc: subprocess.Popen[bytes], timeout: float) -> None:
-    """Terminate the process group of ``proc``, then kill it after ``timeout`` seconds."""
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=timeout)
-            return
-        except subprocess.TimeoutExpired:
-            logger.warning("olah (pid %d) ignored signal %s", proc.pid, sig.name)
-    proc.wait(timeout=timeout)
-
-
 class LocalHubMirror:
     """Run ``olah`` on a loopback port, serving the git repos under ``repos_root``, offline.
 
@@ -296,7 +272,7 @@ class LocalHubMirror:
             return
         self.repos_root.mkdir(parents=True, exist_ok=True)
         if self.port is None:
-            self.port = _free_port(self.host)
+            self.port = free_port(self.host)
         self._workdir = Path(tempfile.mkdtemp(prefix="modelgate-olah-"))
         config_path = self._workdir / "olah.toml"
         config_path.write_text(self._config_toml(), encoding="utf-8")
@@ -322,7 +298,9 @@ class LocalHubMirror:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._finalizer = weakref.finalize(self, _stop_process_group, self._proc, self.stop_timeout)
+        self._finalizer = weakref.finalize(
+            self, stop_process_group, self._proc.pid, timeout=self.stop_timeout
+        )
         try:
             waited = wait_until(
                 self._answers,
@@ -340,7 +318,8 @@ class LocalHubMirror:
         """Stop olah (SIGTERM, then SIGKILL) and remove its scratch directory. Idempotent."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop_process_group(proc, self.stop_timeout)
+            stop_process_group(proc.pid, timeout=self.stop_timeout)
+            proc.poll()
             logger.info("olah stopped (exit %s)", proc.returncode)
         if self._finalizer is not None:
             self._finalizer.detach()

@@ -1,0 +1,50 @@
+"""The command line: argument errors, compile check and render."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from modelgate.cli import app
+
+pytestmark = pytest.mark.unit
+runner = CliRunner()
+
+
+def test_compile_check_passes_on_committed_yaml():
+    result = runner.invoke(app, ["compile", "--check"])
+    assert result.exit_code == 0, result.output
+    assert "up to date" in result.output
+
+
+def test_run_needs_local_and_a_model():
+    result = runner.invoke(app, ["run", "--model-id", "org/m"])
+    assert result.exit_code == 2 and "--local" in result.output
+    result = runner.invoke(app, ["run", "--local"])
+    assert result.exit_code == 2 and "--model-id" in result.output
+
+
+def test_bad_gate_config_fails_before_any_step(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelgate.cli", "run", "--local", "--model-id", "org/m",
+         "--thresholds", '{"thresholds": [{"task": "arc", "metric": "acc"}]}',
+         "--pipeline-root", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 2
+    assert "sets no bound" in proc.stderr
+    assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_render_prints_a_validated_inference_service():
+    result = runner.invoke(app, ["render", "--name", "tiny", "--storage-uri", "pvc://models/tiny",
+                                 "--accelerator-count", "2",
+                                 "--node-selector", '{"pool": "gpu"}'])
+    assert result.exit_code == 0, result.output
+    isvc = yaml.safe_load(result.output)
+    predictor = isvc["spec"]["predictor"]
+    assert predictor["model"]["storageUri"] == "pvc://models/tiny"
+    assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert predictor["nodeSelector"] == {"pool": "gpu"}
