@@ -55,7 +55,7 @@ def deploy_model(
     from collections import namedtuple
     from dataclasses import asdict
 
-    from modelgate.deploy import DeploySpec, make_target, parse_json_option, resolve_storage_uri
+    from modelgate.deploy import make_target, resolve_storage_uri, spec_from_options
     from modelgate.logs import configure_logging
 
     configure_logging()
@@ -67,16 +67,16 @@ def deploy_model(
     ns_file = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
     if not namespace and os.path.exists(ns_file):
         namespace = open(ns_file).read().strip()
-    spec = DeploySpec(
-        name=name,
-        namespace=namespace or "default",
+    spec = spec_from_options(
+        name,
         storage_uri=uri,
+        namespace=namespace,
         runtime=runtime,
-        accelerator_resource=accelerator_type,
+        accelerator_type=accelerator_type,
         accelerator_count=accelerator_count,
-        tolerations=parse_json_option(tolerations, option="tolerations", expected=list),
-        node_selector=parse_json_option(node_selector, option="node_selector", expected=dict),
-        max_model_len=max_model_len or None,
+        tolerations=tolerations,
+        node_selector=node_selector,
+        max_model_len=max_model_len,
         labels={"modelgate.io/commit": str(model.metadata.get("commit_sha", ""))[:63]},
     )
     deploy_target = make_target(

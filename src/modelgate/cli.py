@@ -319,19 +319,19 @@ def render(
     """Print the InferenceService modelgate would deploy, validated against the KServe CRD."""
     import yaml
 
-    from modelgate.deploy import DeploySpec, parse_json_option
+    from modelgate.deploy import spec_from_options
     from modelgate.kserve import build_inference_service, validate_inference_service
 
-    spec = DeploySpec(
-        name=name,
-        namespace=namespace,
+    spec = spec_from_options(
+        name,
         storage_uri=storage_uri,
+        namespace=namespace,
         runtime=runtime,
-        accelerator_resource=accelerator_type,
+        accelerator_type=accelerator_type,
         accelerator_count=accelerator_count,
-        tolerations=parse_json_option(tolerations, option="--tolerations", expected=list),
-        node_selector=parse_json_option(node_selector, option="--node-selector", expected=dict),
-        max_model_len=max_model_len or None,
+        tolerations=tolerations,
+        node_selector=node_selector,
+        max_model_len=max_model_len,
     )
     isvc = build_inference_service(spec)
     validate_inference_service(isvc)

@@ -70,6 +70,41 @@ class DeploySpec(BaseModel):
         return v
 
 
+def spec_from_options(
+    name: str,
+    *,
+    storage_uri: str,
+    namespace: str = "default",
+    runtime: str = "vllm-runtime",
+    accelerator_type: str = "nvidia.com/gpu",
+    accelerator_count: int = 1,
+    tolerations: str = "[]",
+    node_selector: str = "{}",
+    max_model_len: int = 0,
+    labels: dict[str, str] | None = None,
+) -> DeploySpec:
+    """Build a :class:`DeploySpec` from scalar options (KFP parameters, CLI flags).
+
+    ``tolerations`` and ``node_selector`` are JSON strings; ``max_model_len`` 0 means default.
+
+    Raises:
+        ConfigError: A JSON option is malformed.
+        pydantic.ValidationError: A field is invalid (e.g. a name that is not DNS-1035).
+    """
+    return DeploySpec(
+        name=name,
+        namespace=namespace or "default",
+        storage_uri=storage_uri,
+        runtime=runtime,
+        accelerator_resource=accelerator_type,
+        accelerator_count=accelerator_count,
+        tolerations=parse_json_option(tolerations, option="tolerations", expected=list),
+        node_selector=parse_json_option(node_selector, option="node_selector", expected=dict),
+        max_model_len=max_model_len or None,
+        labels=labels or {},
+    )
+
+
 def vllm_args(spec: DeploySpec, *, model_path: str = "/mnt/models", port: int = 8080) -> list[str]:
     """The vLLM OpenAI server arguments both targets pass for ``spec``.
 

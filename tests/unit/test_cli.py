@@ -28,10 +28,23 @@ def test_run_needs_local_and_a_model():
 
 def test_bad_gate_config_fails_before_any_step(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "modelgate.cli", "run", "--local", "--model-id", "org/m",
-         "--thresholds", '{"thresholds": [{"task": "arc", "metric": "acc"}]}',
-         "--pipeline-root", str(tmp_path)],
-        capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "modelgate.cli",
+            "run",
+            "--local",
+            "--model-id",
+            "org/m",
+            "--thresholds",
+            '{"thresholds": [{"task": "arc", "metric": "acc"}]}',
+            "--pipeline-root",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert "sets no bound" in proc.stderr
@@ -39,9 +52,20 @@ def test_bad_gate_config_fails_before_any_step(tmp_path):
 
 
 def test_render_prints_a_validated_inference_service():
-    result = runner.invoke(app, ["render", "--name", "tiny", "--storage-uri", "pvc://models/tiny",
-                                 "--accelerator-count", "2",
-                                 "--node-selector", '{"pool": "gpu"}'])
+    result = runner.invoke(
+        app,
+        [
+            "render",
+            "--name",
+            "tiny",
+            "--storage-uri",
+            "pvc://models/tiny",
+            "--accelerator-count",
+            "2",
+            "--node-selector",
+            '{"pool": "gpu"}',
+        ],
+    )
     assert result.exit_code == 0, result.output
     isvc = yaml.safe_load(result.output)
     predictor = isvc["spec"]["predictor"]

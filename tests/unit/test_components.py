@@ -21,7 +21,11 @@ def test_failed_smoke_test_rolls_back_the_local_server():
     try:
         endpoint = f"http://127.0.0.1:{free_port()}"  # nothing answers there
         deployment = Deployment(
-            target="local", name="tiny", endpoint=endpoint, model="tiny", ready_seconds=0.0,
+            target="local",
+            name="tiny",
+            endpoint=endpoint,
+            model="tiny",
+            ready_seconds=0.0,
             details={"pid": server.pid},
         )
         with pytest.raises(SmokeTestError, match="stopped the local vLLM server"):

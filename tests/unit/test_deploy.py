@@ -8,6 +8,7 @@ from modelgate.deploy import (
     make_target,
     parse_json_option,
     resolve_storage_uri,
+    spec_from_options,
     vllm_args,
 )
 from modelgate.errors import ConfigError
@@ -69,3 +70,19 @@ def test_storage_uri_resolution_order():
 def test_unknown_target():
     with pytest.raises(ConfigError, match="unknown deploy target"):
         make_target("docker")
+
+
+def test_spec_from_scalar_options():
+    spec = spec_from_options(
+        "tiny",
+        storage_uri="s3://b/m",
+        namespace="",
+        accelerator_count=0,
+        max_model_len=0,
+        tolerations='[{"key": "gpu", "operator": "Exists"}]',
+        node_selector='{"pool": "a"}',
+    )
+    assert spec.namespace == "default" and spec.max_model_len is None
+    assert spec.tolerations[0].key == "gpu" and spec.node_selector == {"pool": "a"}
+    with pytest.raises(ConfigError, match="tolerations must be a JSON list"):
+        spec_from_options("tiny", storage_uri="s3://b/m", tolerations="{}")
