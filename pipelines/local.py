@@ -120,6 +120,12 @@ def _read_outputs(task_dir: Path) -> tuple[dict[str, Any], dict[str, dict[str, A
     return dict(data.get("parameterValues") or {}), artifacts
 
 
+def _newest_run_dir(pipeline_root: Path, before: set[Path]) -> Path | None:
+    """The folder kfp.local made for this run: the newest one that was not there before."""
+    new_dirs = [p for p in pipeline_root.iterdir() if p.is_dir() and p not in before]
+    return max(new_dirs, key=lambda p: p.stat().st_mtime) if new_dirs else None
+
+
 def run_pipeline_locally(
     pipeline_func: Any,
     *,
@@ -157,6 +163,8 @@ def run_pipeline_locally(
             return
         step.status = (status or "").lower()
         step.seconds = round(time.monotonic() - started.get(task, time.monotonic()), 1)
+        if (run_dir := _newest_run_dir(pipeline_root, before)) is not None:
+            step.outputs, step.artifacts = _read_outputs(run_dir / task)
         if on_step:
             on_step(step)
 
@@ -175,11 +183,7 @@ def run_pipeline_locally(
             pipeline_func(**arguments)
     finally:
         root_logger.removeFilter(observer)
-    new_dirs = sorted(
-        (p for p in pipeline_root.iterdir() if p.is_dir() and p not in before),
-        key=lambda p: p.stat().st_mtime,
-    )
-    run_dir = new_dirs[-1] if new_dirs else None
+    run_dir = _newest_run_dir(pipeline_root, before)
     if run_dir is not None:
         for key, step in steps.items():
             step.outputs, step.artifacts = _read_outputs(run_dir / key)

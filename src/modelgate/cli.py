@@ -25,20 +25,26 @@ app = typer.Typer(
 )
 console = Console()
 
-# key output shown in the summary, per step display name: (kind, name)
-KEY_OUTPUTS: dict[str, tuple[str, str]] = {
-    "download": ("param", "Output"),
-    "quantize": ("param", "Output"),
-    "register candidate": ("param", "status"),
-    "evaluate base": ("param", "Output"),
-    "evaluate candidate": ("param", "Output"),
-    "quality gate": ("param", "summary"),
-    "record evaluation": ("param", "Output"),
-    "deploy": ("param", "endpoint"),
-    "smoke test": ("param", "Output"),
-    "stop promotion": ("param", "Output"),
+# key output shown in the summary, per step display name: the output parameter
+KEY_OUTPUTS: dict[str, str] = {
+    "download": "Output",
+    "quantize": "Output",
+    "register candidate": "status",
+    "evaluate base": "Output",
+    "evaluate candidate": "Output",
+    "quality gate": "summary",
+    "record evaluation": "Output",
+    "deploy": "endpoint",
+    "smoke test": "Output",
+    "stop promotion": "Output",
 }
-STATUS_STYLE = {"success": "green", "failure": "red", "not run": "dim", "running": "yellow"}
+STATUS_STYLE = {
+    "success": "green",
+    "failure": "red",
+    "skipped": "yellow",
+    "not run": "dim",
+    "running": "yellow",
+}
 
 
 def _read_text_option(value: str) -> str:
@@ -52,7 +58,7 @@ def _read_text_option(value: str) -> str:
 
 
 def _key_output(step: Any) -> str:
-    kind, name = KEY_OUTPUTS.get(step.display_name, ("param", "Output"))
+    name = KEY_OUTPUTS.get(step.display_name, "Output")
     value = step.outputs.get(name, "")
     if step.display_name == "quantize" and step.artifacts.get("quantized"):
         meta = step.artifacts["quantized"]
@@ -63,6 +69,18 @@ def _key_output(step: Any) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
+def display_status(step: Any) -> str:
+    """A step's status for people: a task that ran but did nothing (no registry) reads ``skipped``.
+
+    ``not run`` is a task the pipeline's condition left out (deploy after a failed gate,
+    stop promotion after a passed one).
+    """
+    name = KEY_OUTPUTS.get(step.display_name, "Output")
+    if step.status == "success" and str(step.outputs.get(name, "")).startswith("skipped"):
+        return "skipped"
+    return step.status
+
+
 def print_summary(result: Any) -> None:
     """The per-step table: status, time, key output."""
     table = Table(title=f"modelgate release - local run ({result.seconds:.0f}s)")
@@ -71,8 +89,8 @@ def print_summary(result: Any) -> None:
     table.add_column("time", justify="right")
     table.add_column("key output", overflow="fold")
     for step in result.steps:
-        status = step.status if step.status != "not run" else "skipped"
-        style = STATUS_STYLE.get(step.status, "")
+        status = display_status(step)
+        style = STATUS_STYLE.get(status, "")
         seconds = "" if step.seconds is None else f"{step.seconds:.1f}s"
         table.add_row(step.display_name, f"[{style}]{status}[/]", seconds, _key_output(step))
     console.print(table)
@@ -166,11 +184,13 @@ def run(
     progress = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
 
     def on_step(step: Any) -> None:
-        style = STATUS_STYLE.get(step.status, "")
-        progress.print(f"  [{style}]{step.status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
+        status = display_status(step)
+        style = STATUS_STYLE.get(status, "")
+        progress.print(f"  [{style}]{status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
 
     console.print(
-        f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}"
+        f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}",
+        soft_wrap=True,
     )
     result = run_pipeline_locally(
         release,

@@ -165,7 +165,7 @@ def test_failing_gate_stops_before_deploy_and_exits_non_zero(failing_run, regist
     assert f"gate demo failed: {DEMO_TASK}/acc min" in out
     for step in ("deploy", "smoke test"):
         line = next(ln for ln in out.splitlines() if f"│ {step} " in ln)
-        assert "skipped" in line, line
+        assert "not run" in line, line
     assert not task_output(root, "deploy-model")
     record = json.loads(task_output(root, "register-candidate")["parameterValues"]["record"])
     version = registry.find_model_version(UNTRAINED_REPO, record["version_name"])

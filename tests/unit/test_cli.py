@@ -72,3 +72,28 @@ def test_render_prints_a_validated_inference_service():
     assert predictor["model"]["storageUri"] == "pvc://models/tiny"
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert predictor["nodeSelector"] == {"pool": "gpu"}
+
+
+def test_summary_shows_skipped_and_not_run_steps_as_such(capsys):
+    from modelgate.cli import display_status, print_summary
+    from pipelines.local import RunResult, StepResult
+
+    steps = [
+        StepResult("download", "download", "success", 0.7, {"Output": "019372c4d53a" * 3}),
+        StepResult(
+            "register-candidate",
+            "register candidate",
+            "success",
+            0.3,
+            {"status": "skipped: no registry configured (set MODEL_REGISTRY_URL)"},
+        ),
+        StepResult("check-gate", "quality gate", "success", 0.2, {"summary": "gate passed"}),
+        StepResult("stop-promotion", "stop promotion"),
+    ]
+    assert [display_status(s) for s in steps] == ["success", "skipped", "success", "not run"]
+    print_summary(RunResult(run_dir=None, steps=steps, succeeded=True, seconds=2.0))
+    out = capsys.readouterr().out
+    rows = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") >= 4}
+    assert "skipped" in rows["register candidate"] and "success" not in rows["register candidate"]
+    assert "not run" in rows["stop promotion"]
+    assert "commit 019372c4d53a" in rows["download"]
