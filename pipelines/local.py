@@ -154,8 +154,10 @@ def run_pipeline_locally(
     names = display_names(pipeline_yaml)
     steps = {key: StepResult(task=key, display_name=name) for key, name in names.items()}
     started: dict[str, float] = {}
+    run_dir: Path | None = None
 
     def on_event(kind: str, task: str, status: str | None) -> None:
+        nonlocal run_dir
         step = steps.setdefault(task, StepResult(task=task, display_name=task))
         if kind == "start":
             started[task] = time.monotonic()
@@ -163,7 +165,8 @@ def run_pipeline_locally(
             return
         step.status = (status or "").lower()
         step.seconds = round(time.monotonic() - started.get(task, time.monotonic()), 1)
-        if (run_dir := _newest_run_dir(pipeline_root, before)) is not None:
+        run_dir = run_dir or _newest_run_dir(pipeline_root, before)
+        if run_dir is not None:
             step.outputs, step.artifacts = _read_outputs(run_dir / task)
         if on_step:
             on_step(step)
@@ -183,10 +186,12 @@ def run_pipeline_locally(
             pipeline_func(**arguments)
     finally:
         root_logger.removeFilter(observer)
-    run_dir = _newest_run_dir(pipeline_root, before)
+    run_dir = run_dir or _newest_run_dir(pipeline_root, before)
     if run_dir is not None:
+        # outputs of a task whose end record was not seen (seconds is set with the end record)
         for key, step in steps.items():
-            step.outputs, step.artifacts = _read_outputs(run_dir / key)
+            if step.seconds is None:
+                step.outputs, step.artifacts = _read_outputs(run_dir / key)
     # steps in the order they ran; those that did not run after them, in pipeline order
     position = {key: i for i, key in enumerate(names)}
     ordered = sorted(

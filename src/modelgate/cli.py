@@ -57,9 +57,13 @@ def _read_text_option(value: str) -> str:
     return value
 
 
+def _key_value(step: Any) -> Any:
+    """The raw value of the step's key output parameter ("" when it has none)."""
+    return step.outputs.get(KEY_OUTPUTS.get(step.display_name, "Output"), "")
+
+
 def _key_output(step: Any) -> str:
-    name = KEY_OUTPUTS.get(step.display_name, "Output")
-    value = step.outputs.get(name, "")
+    value = _key_value(step)
     if step.display_name == "quantize" and step.artifacts.get("quantized"):
         meta = step.artifacts["quantized"]
         value = f"{value} ({meta.get('size_bytes', 0) / 1e6:.1f} MB)"
@@ -75,8 +79,7 @@ def display_status(step: Any) -> str:
     ``not run`` is a task the pipeline's condition left out (deploy after a failed gate,
     stop promotion after a passed one).
     """
-    name = KEY_OUTPUTS.get(step.display_name, "Output")
-    if step.status == "success" and str(step.outputs.get(name, "")).startswith("skipped"):
+    if step.status == "success" and str(_key_value(step)).startswith("skipped"):
         return "skipped"
     return step.status
 
