@@ -64,7 +64,7 @@ pipelines: venvs
 	$(VENV)/bin/modelgate compile
 
 lock: $(STAMP)
-	$(VENV)/bin/pip freeze --exclude-editable | grep -v '^torch==' > requirements/main.txt.new
+	{ grep '^#' requirements/main.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^torch=='; } > requirements/main.txt.new
 	mv requirements/main.txt.new requirements/main.txt
 
 clean:
