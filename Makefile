@@ -66,6 +66,7 @@ pipelines: venvs
 lock: $(STAMP)
 	{ grep '^#' requirements/main.txt; $(VENV)/bin/pip freeze --exclude-editable | grep -v '^torch=='; } > requirements/main.txt.new
 	mv requirements/main.txt.new requirements/main.txt
+	$(PY) requirements/lock_eval.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) local_outputs .pytest_cache

@@ -2,9 +2,13 @@
 
 Compile with ``modelgate compile`` (or ``python -m pipelines.release``); the YAML beside this file
 is what users upload to the Kubeflow UI, and a test fails if it drifts from this source.
+``build_release(placement)`` compiles the same pipeline with other per-step resources.
+
+Models travel as URIs in the model store (``model_store``), never as KFP artifacts: the artifact
+store only carries manifests, metrics and reports.
 """
 
-from kfp import compiler, dsl, kubernetes
+from kfp import compiler, dsl
 
 from components import (
     check_gate,
@@ -17,205 +21,227 @@ from components import (
     smoke_test,
     stop_promotion,
 )
+from modelgate.placement import Placement
 from pipelines import PIPELINES_DIR
+from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
 
 DEFAULT_THRESHOLDS = (
     '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}'
 )
 
 
-def _place_on_accelerators(
-    task: dsl.PipelineTask,
-    *,
-    accelerator_type: str,
-    accelerator_count: str,
-    tolerations: str,
-    node_selector: str,
-) -> dsl.PipelineTask:
-    """Request GPUs and apply tolerations/node selector, all from run parameters."""
-    task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-    kubernetes.add_toleration_json(task, tolerations)
-    kubernetes.add_node_selector_json(task, node_selector)
-    return task
+def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
+    """The release pipeline with the per-step resources of ``placement``."""
 
-
-@dsl.pipeline(
-    name="modelgate-release",
-    description=(
-        "Take an LLM from the Hugging Face Hub to a vLLM InferenceService on KServe: download, "
-        "quantize with llm-compressor, register the candidate, evaluate base and candidate with "
-        "lm-eval, gate on thresholds and recovery, then deploy and smoke-test only if the gate "
-        "passed."
-    ),
-)
-def release(
-    model_id: str,
-    revision: str = "main",
-    quant_scheme: str = "FP8_DYNAMIC",
-    calibration_data: str = "",
-    eval_tasks: str = "arc_easy",
-    eval_task_dir: str = "",
-    eval_backend: str = "vllm",
-    eval_limit: int = 0,
-    eval_num_fewshot: int = -1,
-    eval_batch_size: int = 8,
-    eval_device: str = "",
-    eval_max_length: int = 0,
-    thresholds: str = DEFAULT_THRESHOLDS,
-    registry_url: str = "",
-    registered_model_name: str = "",
-    deploy_target: str = "kserve",
-    deploy_name: str = "modelgate-candidate",
-    namespace: str = "",
-    storage_uri: str = "",
-    serving_runtime: str = "vllm-runtime",
-    max_model_len: int = 0,
-    accelerator_type: str = "nvidia.com/gpu",
-    accelerator_count: int = 1,
-    tolerations: str = "[]",
-    node_selector: str = "{}",
-    hf_token_secret: str = "hf-token",
-    hf_endpoint: str = "",
-    vllm_python: str = "",
-    smoke_prompt: str = "2+3=",
-):
-    """Release an LLM from the Hub to KServe, gated on lm-eval results.
-
-    Args:
-        model_id: Hugging Face repository id, e.g. ``meta-llama/Llama-3.2-1B-Instruct``.
-        revision: Branch, tag or commit; recorded as the resolved commit sha.
-        quant_scheme: ``none``, ``FP8_DYNAMIC``, ``W8A8`` or ``W4A16``.
-        calibration_data: JSONL path or dataset id for W8A8/W4A16.
-        eval_tasks: Comma-separated lm-eval tasks.
-        eval_task_dir: Folder of local lm-eval task YAMLs.
-        eval_backend: ``vllm`` (GPU) or ``hf``.
-        eval_limit: Examples per task (0: all).
-        eval_num_fewshot: Few-shot examples (-1: task default).
-        eval_batch_size: lm-eval batch size.
-        eval_device: ``cuda``/``cpu`` (empty: lm-eval chooses).
-        eval_max_length: Context length cap for evaluation (0: model default).
-        thresholds: Gate config as JSON/YAML (absolute ``min``/``max``, ``min_recovery``).
-        registry_url: Kubeflow Model Registry URL (empty: ``$MODEL_REGISTRY_URL`` or skip).
-        registered_model_name: Registry model name (empty: the Hub repository id).
-        deploy_target: ``kserve`` or ``local``.
-        deploy_name: InferenceService and served model name.
-        namespace: Namespace of the InferenceService (empty: the run's namespace).
-        storage_uri: storageUri override for KServe (pvc://, s3://, oci://, hf://).
-        serving_runtime: ServingRuntime name.
-        max_model_len: vLLM ``--max-model-len`` (0: model default).
-        accelerator_type: GPU resource name for evaluation and serving.
-        accelerator_count: GPUs per evaluation pod and per serving replica.
-        tolerations: JSON list of tolerations for GPU steps and the predictor.
-        node_selector: JSON object of node labels for GPU steps and the predictor.
-        hf_token_secret: Secret with key ``token`` mounted as ``HF_TOKEN`` (optional).
-        hf_endpoint: Hub mirror URL (empty: the public hub).
-        vllm_python: For ``local`` deploys: the interpreter with vLLM.
-        smoke_prompt: Prompt of the post-deploy smoke test.
-    """
-    download = download_model(
-        repo_id=model_id, revision=revision, hf_endpoint=hf_endpoint
-    ).set_display_name("download")
-    kubernetes.use_secret_as_env(
-        download,
-        secret_name=hf_token_secret,
-        secret_key_to_env={"token": "HF_TOKEN"},
-        optional=True,
+    @dsl.pipeline(
+        name="modelgate-release",
+        description=(
+            "Take an LLM from the Hugging Face Hub to a vLLM InferenceService on KServe: "
+            "download to the model store, quantize with llm-compressor, register the candidate, "
+            "evaluate base and candidate with lm-eval, gate on thresholds and recovery, then "
+            "deploy and smoke-test only if the gate passed."
+        ),
     )
-
-    quantize = quantize_model(
-        model=download.outputs["model"],
-        scheme=quant_scheme,
-        calibration_data=calibration_data,
-    ).set_display_name("quantize")
-    _place_on_accelerators(
-        quantize,
-        accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count,
-        tolerations=tolerations,
-        node_selector=node_selector,
-    )
-
-    register = register_candidate(
-        model=quantize.outputs["quantized"],
-        model_name=registered_model_name,
-        registry_url=registry_url,
-        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-    ).set_display_name("register candidate")
-
-    evaluations = {}
-    for label, model in (
-        ("base", download.outputs["model"]),
-        ("candidate", quantize.outputs["quantized"]),
+    def release(
+        model_id: str,
+        model_store: str,
+        revision: str = "main",
+        quant_scheme: str = "FP8_DYNAMIC",
+        calibration_data: str = "",
+        eval_tasks: str = "arc_easy",
+        eval_task_dir: str = "",
+        eval_backend: str = "vllm",
+        eval_limit: int = 0,
+        eval_num_fewshot: int = -1,
+        eval_batch_size: int = 8,
+        eval_device: str = "",
+        eval_max_length: int = 0,
+        eval_offline: bool = False,
+        thresholds: str = DEFAULT_THRESHOLDS,
+        registry_url: str = "",
+        registered_model_name: str = "",
+        deploy_target: str = "kserve",
+        deploy_name: str = "modelgate-candidate",
+        namespace: str = "",
+        storage_uri: str = "",
+        prefer_registry_uri: bool = False,
+        serving_runtime: str = "vllm-runtime",
+        serving_service_account: str = "modelgate-model-reader",
+        deployment_mode: str = "Standard",
+        max_model_len: int = 0,
+        accelerator_type: str = "nvidia.com/gpu",
+        accelerator_count: str = str(placement.accelerator_count),
+        tolerations: list = placement.toleration_dicts(),  # noqa: B006, B008 - KFP default
+        node_selector: dict = dict(placement.node_selector),  # noqa: B006, B008 - KFP default
+        hf_token_secret: str = "hf-token",
+        model_store_secret: str = "modelgate-model-store",
+        hf_endpoint: str = "",
+        vllm_python: str = "",
+        smoke_prompt: str = "2+3=",
     ):
-        task = evaluate_model(
-            model=model,
-            tasks=eval_tasks,
-            backend=eval_backend,
-            task_dir=eval_task_dir,
-            limit=eval_limit,
-            num_fewshot=eval_num_fewshot,
-            batch_size=eval_batch_size,
-            device=eval_device,
-            max_length=eval_max_length,
-        ).set_display_name(f"evaluate {label}")
-        evaluations[label] = _place_on_accelerators(
-            task,
-            accelerator_type=accelerator_type,
-            accelerator_count=accelerator_count,
-            tolerations=tolerations,
-            node_selector=node_selector,
-        )
+        """Release an LLM from the Hub to KServe, gated on lm-eval results.
 
-    gate = check_gate(
-        candidate_results=evaluations["candidate"].outputs["results"],
-        base_results=evaluations["base"].outputs["results"],
-        thresholds=thresholds,
-    ).set_display_name("quality gate")
+        Args:
+            model_id: Hugging Face repository id, e.g. ``meta-llama/Llama-3.2-1B-Instruct``.
+            model_store: Where models are written once and served from: ``s3://bucket/prefix``
+                (keys and endpoint from the secret ``model_store_secret``).
+            revision: Branch, tag or commit; recorded as the resolved commit sha.
+            quant_scheme: ``none``, ``FP8_DYNAMIC``, ``W8A8`` or ``W4A16``.
+            calibration_data: Stored file URI (s3://) or dataset id for W8A8/W4A16.
+            eval_tasks: Comma-separated lm-eval tasks.
+            eval_task_dir: Stored folder URI (s3://) of local lm-eval task YAMLs.
+            eval_backend: ``vllm`` (GPU) or ``hf``.
+            eval_limit: Examples per task (0: all).
+            eval_num_fewshot: Few-shot examples (-1: task default).
+            eval_batch_size: lm-eval batch size.
+            eval_device: ``cuda``/``cpu`` (empty: lm-eval chooses).
+            eval_max_length: Context length cap for evaluation (0: model default).
+            eval_offline: Never contact the Hub for datasets (they must be local or cached).
+            thresholds: Gate config as JSON/YAML (absolute ``min``/``max``, ``min_recovery``).
+            registry_url: Kubeflow Model Registry URL (empty: ``$MODEL_REGISTRY_URL`` or skip).
+            registered_model_name: Registry model name without ``/`` (empty: from the Hub id).
+            deploy_target: ``kserve`` or ``local``.
+            deploy_name: InferenceService and served model name.
+            namespace: Namespace of the InferenceService (empty: the run's namespace).
+            storage_uri: storageUri override for KServe (s3://, pvc://, oci://, hf://).
+            prefer_registry_uri: Serve ``model-registry://<model>/<version>`` (needs the
+                registry's ClusterStorageContainer).
+            serving_runtime: ServingRuntime name.
+            serving_service_account: Predictor service account that holds the store's secret.
+            deployment_mode: ``Standard`` (KServe >= 0.16), ``RawDeployment`` (older), ``Knative``.
+            max_model_len: vLLM ``--max-model-len`` (0: model default).
+            accelerator_type: GPU resource name for quantize, evaluation and serving.
+            accelerator_count: GPUs per quantize/evaluation pod and per serving replica, as a
+                string ("0" for CPU); vLLM's tensor parallel size.
+            tolerations: Tolerations (a list) for GPU steps and the predictor.
+            node_selector: Node labels (a mapping) for GPU steps and the predictor.
+            hf_token_secret: Secret with key ``token`` mounted as ``HF_TOKEN`` (optional).
+            model_store_secret: Secret with ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and
+                ``AWS_ENDPOINT_URL`` for the model store.
+            hf_endpoint: Hub mirror URL (empty: the public hub).
+            vllm_python: For ``local`` deploys: the interpreter with vLLM.
+            smoke_prompt: Prompt of the post-deploy smoke test.
+        """
+        gpu = {
+            "accelerator_type": accelerator_type,
+            "accelerator_count": accelerator_count,
+            "tolerations": tolerations,
+            "node_selector": node_selector,
+        }
 
-    record = record_evaluation(
-        record=register.outputs["record"],
-        candidate_results=evaluations["candidate"].outputs["results"],
-        gate_passed=gate.outputs["passed"],
-        gate_report=gate.outputs["table"],
-        registry_url=registry_url,
-    ).set_display_name("record evaluation")
+        download = download_model(
+            repo_id=model_id, model_store=model_store, revision=revision, hf_endpoint=hf_endpoint
+        ).set_display_name("download")
+        # the revision may be a moving branch: never reuse a cached result for it
+        no_cache(place(download, "download", placement))
+        use_hf_token(download, hf_token_secret)
+        use_store_secret(download, model_store_secret)
 
-    with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP DSL
-        deploy = deploy_model(
-            model=quantize.outputs["quantized"],
-            name=deploy_name,
-            target=deploy_target,
-            namespace=namespace,
-            storage_uri=storage_uri,
-            registry_record=register.outputs["record"],
-            runtime=serving_runtime,
-            accelerator_type=accelerator_type,
-            accelerator_count=accelerator_count,
-            tolerations=tolerations,
-            node_selector=node_selector,
-            max_model_len=max_model_len,
-            vllm_python=vllm_python,
-        ).set_display_name("deploy")
-        deploy.after(record)  # the registry knows the gate decision before anything is served
-        smoke_test(
-            endpoint=deploy.outputs["endpoint"],
-            served_model=deploy.outputs["served_model"],
-            deployment=deploy.outputs["deployment"],
-            target=deploy_target,
-            prompt=smoke_prompt,
-        ).set_display_name("smoke test")
-    with dsl.Else(name="gate-failed"):
-        stop_promotion(
-            summary=gate.outputs["summary"], table=gate.outputs["table"]
-        ).set_display_name("stop promotion").after(record)
+        quantize = quantize_model(
+            model_uri=download.outputs["model_uri"],
+            model_store=model_store,
+            repo_id=model_id,
+            commit_sha=download.outputs["commit_sha"],
+            scheme=quant_scheme,
+            calibration_data=calibration_data,
+        ).set_display_name("quantize")
+        place(quantize, "quantize", placement, **gpu)
+        use_store_secret(quantize, model_store_secret)
+
+        register = register_candidate(
+            model_uri=quantize.outputs["model_uri"],
+            repo_id=model_id,
+            revision=revision,
+            commit_sha=download.outputs["commit_sha"],
+            scheme=quantize.outputs["scheme"],
+            model_name=registered_model_name,
+            registry_url=registry_url,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        ).set_display_name("register candidate")
+        no_cache(place(register, "register", placement))
+
+        evaluations = {}
+        for label, model_uri in (
+            ("base", download.outputs["model_uri"]),
+            ("candidate", quantize.outputs["model_uri"]),
+        ):
+            task = evaluate_model(
+                model_uri=model_uri,
+                tasks=eval_tasks,
+                backend=eval_backend,
+                task_dir=eval_task_dir,
+                limit=eval_limit,
+                num_fewshot=eval_num_fewshot,
+                batch_size=eval_batch_size,
+                device=eval_device,
+                max_length=eval_max_length,
+                gpus=accelerator_count,
+                offline=eval_offline,
+                hf_endpoint=hf_endpoint,
+            ).set_display_name(f"evaluate {label}")
+            place(task, "evaluate", placement, **gpu)
+            use_hf_token(task, hf_token_secret)
+            use_store_secret(task, model_store_secret)
+            evaluations[label] = task
+
+        gate = check_gate(
+            candidate_results=evaluations["candidate"].outputs["results"],
+            base_results=evaluations["base"].outputs["results"],
+            thresholds=thresholds,
+        ).set_display_name("quality gate")
+        place(gate, "gate", placement)
+
+        record = record_evaluation(
+            record=register.outputs["record"],
+            candidate_results=evaluations["candidate"].outputs["results"],
+            gate_passed=gate.outputs["passed"],
+            gate_report=gate.outputs["table"],
+            registry_url=registry_url,
+        ).set_display_name("record evaluation")
+        no_cache(place(record, "register", placement))
+
+        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP DSL
+            deploy = deploy_model(
+                model_uri=quantize.outputs["model_uri"],
+                name=deploy_name,
+                target=deploy_target,
+                namespace=namespace,
+                storage_uri=storage_uri,
+                registry_record=register.outputs["record"],
+                prefer_registry_uri=prefer_registry_uri,
+                runtime=serving_runtime,
+                service_account=serving_service_account,
+                deployment_mode=deployment_mode,
+                serving_resources=placement.resources("serve").model_dump(exclude_none=True),
+                max_model_len=max_model_len,
+                vllm_python=vllm_python,
+                **gpu,
+            ).set_display_name("deploy")
+            no_cache(place(deploy, "deploy", placement))
+            deploy.after(record)  # the registry knows the gate decision before anything serves
+            smoke = smoke_test(
+                deployment=deploy.outputs["deployment"], prompt=smoke_prompt
+            ).set_display_name("smoke test")
+            no_cache(place(smoke, "smoke_test", placement))
+        with dsl.Else(name="gate-failed"):
+            stop = stop_promotion(
+                summary=gate.outputs["summary"], table=gate.outputs["table"]
+            ).set_display_name("stop promotion")
+            no_cache(place(stop.after(record), "gate", placement))
+
+    return release
 
 
+release = build_release(Placement())
 PACKAGE_PATH = PIPELINES_DIR / "release.yaml"
 
 
-def compile_pipeline(package_path: str = str(PACKAGE_PATH)) -> str:
-    """Compile ``release`` to ``package_path`` and return the path."""
-    compiler.Compiler().compile(pipeline_func=release, package_path=package_path)
+def compile_pipeline(
+    package_path: str = str(PACKAGE_PATH), placement: Placement | None = None
+) -> str:
+    """Compile the release pipeline (default placement unless given) to ``package_path``."""
+    pipeline = release if placement is None else build_release(placement)
+    compiler.Compiler().compile(pipeline_func=pipeline, package_path=package_path)
     return package_path
 
 

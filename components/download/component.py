@@ -1,29 +1,34 @@
 """Download component."""
 
+from typing import NamedTuple
+
 from kfp import dsl
-from kfp.dsl import Model, Output
+from kfp.dsl import Artifact, Output
 
 from modelgate.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def download_model(
-    model: Output[Model],
+    manifest: Output[Artifact],
     repo_id: str,
+    model_store: str,
     revision: str = "main",
     allow_patterns: str = "",
     ignore_patterns: str = "",
     allow_pickle: bool = False,
     hf_endpoint: str = "",
-) -> str:
-    """Download a Hugging Face model at an exact commit and record its manifest.
+) -> NamedTuple("DownloadOutputs", [("model_uri", str), ("commit_sha", str)]):
+    """Download a Hugging Face model at an exact commit into the model store, once.
 
-    The token comes from the ``HF_TOKEN`` environment variable (mounted from a Kubernetes
-    secret by the pipeline); the endpoint from ``hf_endpoint`` or ``HF_ENDPOINT``.
+    The token comes from ``HF_TOKEN`` (mounted from a Kubernetes secret by the pipeline); the
+    store's S3 endpoint and keys from ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY``. A commit already in the store is not downloaded again.
 
     Args:
-        model: The downloaded model directory; metadata holds repo_id, revision, commit_sha.
+        manifest: Every file with its size and sha256, and where it came from (JSON).
         repo_id: Hub repository id, e.g. ``org/model``.
+        model_store: Model store URI: ``s3://bucket/prefix`` (or ``file:///path`` locally).
         revision: Branch, tag or commit; resolved to a commit sha.
         allow_patterns: Comma-separated globs to download (empty: all).
         ignore_patterns: Comma-separated globs to skip.
@@ -31,13 +36,17 @@ def download_model(
         hf_endpoint: Hub or mirror URL (empty: ``$HF_ENDPOINT`` or the public hub).
 
     Returns:
-        The resolved commit sha.
+        model_uri: where the model is stored; commit_sha: the resolved commit.
 
     Raises:
         UnsafeWeightsError: Pickle-only weights and allow_pickle is False.
         DownloadError: The hub could not be read.
+        StorageError: The model store could not be written.
     """
-    from modelgate.download import download_model as download
+    import json
+    from collections import namedtuple
+
+    from modelgate.download import download_to_store
     from modelgate.logs import configure_logging
 
     configure_logging()
@@ -45,23 +54,26 @@ def download_model(
     def split(text: str) -> list[str] | None:
         return [p.strip() for p in text.split(",") if p.strip()] or None
 
-    manifest = download(
+    stored = download_to_store(
         repo_id,
-        target_dir=model.path,
+        store=model_store,
         revision=revision,
         allow_patterns=split(allow_patterns),
         ignore_patterns=split(ignore_patterns),
         allow_pickle=allow_pickle,
         endpoint=hf_endpoint or None,
     )
-    model.metadata.update(
+    with open(manifest.path, "w") as fh:
+        json.dump(stored.manifest.to_dict(), fh, indent=2)
+    manifest.metadata.update(
         {
+            "model_uri": stored.uri,
             "repo_id": repo_id,
-            "revision": revision,
-            "commit_sha": manifest.commit_sha,
-            "files": len(manifest.files),
-            "size_bytes": manifest.total_bytes,
-            "seconds": manifest.seconds,
+            "commit_sha": stored.manifest.commit_sha,
+            "files": len(stored.manifest.files),
+            "size_bytes": stored.manifest.total_bytes,
+            "reused": stored.reused,
         }
     )
-    return manifest.commit_sha
+    outputs = namedtuple("DownloadOutputs", ["model_uri", "commit_sha"])
+    return outputs(stored.uri, stored.manifest.commit_sha)

@@ -1,16 +1,16 @@
 """Evaluate component."""
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Metrics, Output
 
 from modelgate.images import EVAL_IMAGE
 
 
 @dsl.component(base_image=EVAL_IMAGE, install_kfp_package=False)
 def evaluate_model(
-    model: Input[Model],
     results: Output[Artifact],
     scores: Output[Metrics],
+    model_uri: str,
     tasks: str,
     backend: str = "hf",
     task_dir: str = "",
@@ -19,21 +19,30 @@ def evaluate_model(
     batch_size: int = 8,
     device: str = "",
     max_length: int = 0,
+    gpus: str = "1",
+    offline: bool = False,
+    hf_endpoint: str = "",
 ) -> str:
-    """Evaluate a model with lm-evaluation-harness.
+    """Evaluate a stored model with lm-evaluation-harness.
+
+    Datasets come from the Hub (``HF_TOKEN`` mounted by the pipeline) or the mirror at
+    ``hf_endpoint``, unless ``offline``.
 
     Args:
-        model: The model directory to evaluate.
         results: Parsed results (JSON): per task, each metric with stderr and direction.
         scores: The same metrics as KFP metrics, shown in the UI.
+        model_uri: The stored model to evaluate.
         tasks: Comma-separated lm-eval task names.
         backend: ``hf`` (CPU/GPU) or ``vllm`` (GPU).
-        task_dir: Folder of local task YAMLs (empty: lm-eval's registry only).
+        task_dir: Stored folder URI of local task YAMLs (empty: lm-eval's registry only).
         limit: Examples per task (0: all).
         num_fewshot: Few-shot examples (-1: task default).
         batch_size: Batch size.
         device: ``cpu``/``cuda`` (empty: lm-eval chooses).
         max_length: Context length cap (0: model default).
+        gpus: GPUs of this pod; the ``vllm`` backend splits the model over them.
+        offline: Never contact the Hub (every dataset must be local or cached).
+        hf_endpoint: Hub mirror URL for datasets (empty: the public hub).
 
     Returns:
         ``task/metric=value`` pairs, comma-separated.
@@ -44,10 +53,11 @@ def evaluate_model(
     """
     from modelgate.evaluate import evaluate_model as evaluate
     from modelgate.logs import configure_logging
+    from modelgate.placement import placement_from_options
 
     configure_logging()
     result = evaluate(
-        model.path,
+        model_uri,
         backend=backend,
         tasks=[t.strip() for t in tasks.split(",") if t.strip()],
         task_dir=task_dir or None,
@@ -56,6 +66,9 @@ def evaluate_model(
         batch_size=batch_size,
         device=device or None,
         max_length=max_length or None,
+        tensor_parallel_size=placement_from_options(accelerator_count=gpus).tensor_parallel_size,
+        offline=offline,
+        hf_endpoint=hf_endpoint or None,
     )
     result.save(results.path)
     flat = result.flat()

@@ -3,19 +3,22 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model
+from kfp.dsl import Artifact, Input
 
 from modelgate.images import BASE_IMAGE
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def register_candidate(
-    model: Input[Model],
+    model_uri: str,
+    repo_id: str,
+    revision: str,
+    commit_sha: str,
+    scheme: str,
     model_name: str = "",
     version_name: str = "",
     registry_url: str = "",
     pipeline_run_id: str = "",
-    author: str = "modelgate",
 ) -> NamedTuple("RegisterOutputs", [("status", str), ("record", str)]):
     """Register the quantized model as a candidate version in the Kubeflow Model Registry.
 
@@ -23,46 +26,43 @@ def register_candidate(
     step reports ``skipped: no registry configured (set MODEL_REGISTRY_URL)``.
 
     Args:
-        model: The quantized model; its metadata supplies the lineage properties.
-        model_name: Registered model name (empty: the Hub repository id).
+        model_uri: The stored candidate (the registered artifact URI; KServe can fetch it).
+        repo_id: Hub repository id, recorded as ``source_repo``.
+        revision: Requested revision, recorded as ``source_revision``.
+        commit_sha: Resolved commit, recorded as ``source_commit``.
+        scheme: Quantization scheme, recorded as ``quant_scheme``.
+        model_name: Registered model name (empty: derived from the Hub id, without ``/``).
         version_name: Version name (empty: ``<scheme>-<commit[:12]>-<run id>``).
         registry_url: Registry URL ``http(s)://host:port`` (empty: ``$MODEL_REGISTRY_URL``).
         pipeline_run_id: KFP run id, recorded for lineage.
-        author: Author recorded on the version.
 
     Returns:
         status: ``registered`` or ``skipped: ...``; record: the registry record as JSON.
 
     Raises:
+        ConfigError: A model name with ``/``.
         RegistryError: The registry refused the model (nothing half-registered is left active).
     """
     import json
     from collections import namedtuple
 
+    from modelgate.deploy.plan import current_namespace
     from modelgate.logs import configure_logging
-    from modelgate.registry import RegisterRequest, register_candidate
+    from modelgate.registry import candidate_request, register_candidate
 
     configure_logging()
-    meta = dict(model.metadata)
-    scheme = str(meta.get("quant_scheme", "none"))
-    commit = str(meta.get("commit_sha", ""))
-    run = (pipeline_run_id or "local").split("/")[-1][-12:]
-    request = RegisterRequest(
-        model_name=model_name or str(meta.get("repo_id", "")),
-        version_name=version_name or f"{scheme.lower()}-{commit[:12] or 'unknown'}-{run}",
-        uri=model.uri,
-        description=f"{meta.get('repo_id', model_name)}@{commit} quantized with {scheme}",
-        author=author,
-        properties={
-            "source_repo": str(meta.get("repo_id", "")),
-            "source_revision": str(meta.get("revision", "")),
-            "source_commit": commit,
-            "quant_scheme": scheme,
-            "pipeline_run_id": pipeline_run_id,
-        },
+    request = candidate_request(
+        model_uri=model_uri,
+        repo_id=repo_id,
+        revision=revision,
+        commit_sha=commit_sha,
+        scheme=scheme,
+        model_name=model_name or None,
+        version_name=version_name or None,
+        pipeline_run_id=pipeline_run_id or None,
+        namespace=current_namespace(),
     )
     record = register_candidate(registry_url=registry_url or None, request=request)
-    model.metadata["registry_status"] = record.status
     outputs = namedtuple("RegisterOutputs", ["status", "record"])
     status = record.status if record.status == "registered" else record.message
     return outputs(status, json.dumps(record.to_dict()))

@@ -27,8 +27,8 @@ console = Console()
 
 # key output shown in the summary, per step display name: the output parameter
 KEY_OUTPUTS: dict[str, str] = {
-    "download": "Output",
-    "quantize": "Output",
+    "download": "commit_sha",
+    "quantize": "model_uri",
     "register candidate": "status",
     "evaluate base": "Output",
     "evaluate candidate": "Output",
@@ -64,11 +64,12 @@ def _key_value(step: Any) -> Any:
 
 def _key_output(step: Any) -> str:
     value = _key_value(step)
-    if step.display_name == "quantize" and step.artifacts.get("quantized"):
-        meta = step.artifacts["quantized"]
-        value = f"{value} ({meta.get('size_bytes', 0) / 1e6:.1f} MB)"
+    if step.display_name == "quantize" and value:
+        value = f"{step.outputs.get('scheme', '')} {value}"
     if step.display_name == "download" and value:
-        value = f"commit {str(value)[:12]}"
+        meta = step.artifacts.get("manifest") or {}
+        size = f", {meta['size_bytes'] / 1e6:.1f} MB" if "size_bytes" in meta else ""
+        value = f"commit {str(value)[:12]}{size}"
     text = str(value).replace("\n", " ")
     return text if len(text) <= 70 else text[:67] + "..."
 
@@ -105,12 +106,26 @@ def run(
     model_id: Annotated[str, typer.Option(help="Hub repository id.")] = "",
     revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
     quant_scheme: Annotated[str, typer.Option(help="none|FP8_DYNAMIC|W8A8|W4A16")] = "FP8_DYNAMIC",
-    calibration_data: Annotated[str, typer.Option(help="JSONL or dataset id (W8A8/W4A16).")] = "",
+    calibration_data: Annotated[
+        str, typer.Option(help="JSONL file, stored URI or dataset id (W8A8/W4A16).")
+    ] = "",
+    model_store: Annotated[
+        str,
+        typer.Option(
+            envvar="MODELGATE_MODEL_STORE",
+            help="Where models are written: s3://bucket/prefix (AWS_ENDPOINT_URL, "
+            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or file:///path; default: "
+            "<pipeline-root>/model-store.",
+        ),
+    ] = "",
     eval_tasks: Annotated[str, typer.Option(help="Comma-separated lm-eval tasks.")] = "arc_easy",
     eval_task_dir: Annotated[str, typer.Option(help="Folder of local task YAMLs.")] = "",
     eval_backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
     eval_limit: Annotated[int, typer.Option(help="Examples per task; 0 = all.")] = 0,
     eval_batch_size: Annotated[int, typer.Option(help="lm-eval batch size.")] = 8,
+    eval_offline: Annotated[
+        bool, typer.Option(help="Never contact the Hub for datasets (local or cached only).")
+    ] = False,
     thresholds: Annotated[
         str, typer.Option(help="Gate config: JSON/YAML text or a .json/.yaml file.")
     ] = '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}',
@@ -149,6 +164,7 @@ def run(
     if not model_id:
         raise typer.BadParameter("give the Hub repository id to release", param_hint="--model-id")
     from modelgate.gates import load_gate_config
+    from modelgate.storage import open_store, stage_input
     from pipelines.local import run_pipeline_locally
     from pipelines.release import PACKAGE_PATH, release
 
@@ -159,17 +175,29 @@ def run(
         os.environ["MODELGATE_VLLM_PYTHON"] = vllm_python
     if not registry_url:
         console.print("[yellow]registry: skipped: no registry configured (set MODEL_REGISTRY_URL)")
+    pipeline_root = pipeline_root.absolute()
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    model_store = model_store or (pipeline_root / "model-store").as_uri()
+    store = open_store(model_store)
+    store.check_writable()
+    # local files travel to the steps through the store, as they would to a cluster's pods
+    if eval_task_dir and "://" not in eval_task_dir:
+        eval_task_dir = stage_input(store, eval_task_dir, kind="tasks")
+    if calibration_data and Path(calibration_data).exists():
+        calibration_data = stage_input(store, calibration_data, kind="calibration")
     arguments = {
         "model_id": model_id,
+        "model_store": model_store,
         "revision": revision,
         "quant_scheme": quant_scheme,
         "calibration_data": calibration_data,
         "eval_tasks": eval_tasks,
-        "eval_task_dir": str(Path(eval_task_dir).absolute()) if eval_task_dir else "",
+        "eval_task_dir": eval_task_dir,
         "eval_backend": eval_backend,
         "eval_limit": eval_limit,
         "eval_batch_size": eval_batch_size,
         "eval_device": "cpu" if eval_backend == "hf" else "",
+        "eval_offline": eval_offline,
         "thresholds": thresholds_text,
         "registry_url": registry_url,
         "deploy_target": deploy_target,
@@ -179,8 +207,7 @@ def run(
         "vllm_python": vllm_python if deploy_target == "local" else "",
         "smoke_prompt": smoke_prompt,
     }
-    pipeline_root = pipeline_root.absolute()
-    pipeline_root.mkdir(parents=True, exist_ok=True)
+    console.print(f"model store: {store.root}", soft_wrap=True)
     log_file = None if verbose else pipeline_root / "run.log"
 
     # a handle on the terminal that survives the run sending fd 1/2 to the log file
@@ -226,17 +253,16 @@ def run(
 
 
 def _stop_local(deployment_json: str, *, keep: bool) -> None:
-    from modelgate.deploy import Deployment
-    from modelgate.serving import stop_process_group
+    from modelgate.deploy.local import LocalVLLMTarget
+    from modelgate.deploy.target import Deployment
 
     deployment = Deployment(**json.loads(deployment_json))
     pid = deployment.details.get("pid")
     if keep:
         console.print(f"vLLM keeps serving at {deployment.endpoint} (pid {pid})")
         return
-    if pid:
-        stop_process_group(int(pid))
-        console.print(f"stopped local vLLM (pid {pid})")
+    LocalVLLMTarget().teardown(deployment)
+    console.print(f"stopped local vLLM (pid {pid})")
 
 
 @app.command()
@@ -284,6 +310,8 @@ def demo(
             eval_backend="hf",
             eval_limit=0,
             eval_batch_size=16,
+            eval_offline=True,
+            model_store="",
             thresholds=demo_thresholds(min_acc=min_acc),
             registry_url=os.environ.get("MODEL_REGISTRY_URL", ""),
             deploy_target="local",
@@ -329,32 +357,52 @@ def compile_(
 def render(
     name: Annotated[str, typer.Option(help="InferenceService / served model name.")],
     storage_uri: Annotated[
-        str, typer.Option(help="pvc://, s3://, oci://, hf:// or model-registry://")
+        str, typer.Option(help="s3://, pvc://, oci://, hf:// or model-registry:// URI")
     ],
     namespace: Annotated[str, typer.Option(help="Namespace.")] = "default",
     runtime: Annotated[str, typer.Option(help="ServingRuntime name.")] = "vllm-runtime",
+    service_account: Annotated[
+        str, typer.Option(help="Predictor service account holding the storage secret.")
+    ] = "modelgate-model-reader",
+    kserve_version: Annotated[
+        str,
+        typer.Option(help="KServe release: names the mode Standard (>= 0.16) or RawDeployment."),
+    ] = "0.20",
     accelerator_type: Annotated[str, typer.Option(help="GPU resource name.")] = "nvidia.com/gpu",
     accelerator_count: Annotated[int, typer.Option(help="GPUs per replica.")] = 1,
-    tolerations: Annotated[str, typer.Option(help="JSON list of tolerations.")] = "[]",
-    node_selector: Annotated[str, typer.Option(help="JSON object of node labels.")] = "{}",
+    tolerations: Annotated[str, typer.Option(help="Tolerations, a JSON/YAML list.")] = "[]",
+    node_selector: Annotated[str, typer.Option(help="Node labels, a JSON/YAML mapping.")] = "{}",
     max_model_len: Annotated[int, typer.Option(help="vLLM --max-model-len; 0 = default.")] = 0,
 ) -> None:
     """Print the InferenceService modelgate would deploy, validated against the KServe CRD."""
     import yaml
 
-    from modelgate.deploy import spec_from_options
-    from modelgate.kserve import build_inference_service, validate_inference_service
+    from modelgate.deploy.crd import validate_inference_service
+    from modelgate.deploy.kserve import build_inference_service
+    from modelgate.deploy.plan import storage_uri_for
+    from modelgate.deploy.spec import DeploySpec, deployment_mode_for
+    from modelgate.placement import placement_from_options, validated
 
-    spec = spec_from_options(
-        name,
-        storage_uri=storage_uri,
-        namespace=namespace,
-        runtime=runtime,
-        accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count,
-        tolerations=tolerations,
-        node_selector=node_selector,
-        max_model_len=max_model_len,
+    spec = validated(
+        DeploySpec,
+        {
+            "name": name,
+            "namespace": namespace,
+            "storage_uri": storage_uri_for(
+                model_uri=storage_uri, target="kserve", explicit=storage_uri
+            ),
+            "runtime": runtime,
+            "service_account": service_account or None,
+            "deployment_mode": deployment_mode_for(kserve_version),
+            "max_model_len": max_model_len or None,
+            "placement": placement_from_options(
+                accelerator_type=accelerator_type,
+                accelerator_count=accelerator_count,
+                tolerations=tolerations,
+                node_selector=node_selector,
+            ),
+        },
+        what="deployment",
     )
     isvc = build_inference_service(spec)
     validate_inference_service(isvc)

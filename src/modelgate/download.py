@@ -13,11 +13,14 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from modelgate.errors import ConfigError, DownloadError, UnsafeWeightsError
+from modelgate.naming import base_key, recipe_fingerprint
+from modelgate.storage import open_store, read_file
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +132,139 @@ def build_manifest(
     )
 
 
+@dataclass
+class Snapshot:
+    """A repository revision resolved to its commit, and the files a download will fetch."""
+
+    repo_id: str
+    revision: str
+    commit_sha: str
+    endpoint: str
+    files: list[str]
+    allow_patterns: list[str] | None = None
+    ignore_patterns: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the file selection, for store keys."""
+        return recipe_fingerprint(allow=self.allow_patterns, ignore=sorted(self.ignore_patterns))
+
+
+def resolve_snapshot(
+    repo_id: str,
+    *,
+    revision: str = "main",
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+    allow_pickle: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> Snapshot:
+    """Resolve ``revision`` to a commit and decide which files to download (no file is fetched).
+
+    Raises:
+        ConfigError: Empty repo id, or no weights in the repository.
+        UnsafeWeightsError: Pickle-only weights without ``allow_pickle``.
+        DownloadError: The hub or mirror could not be reached, or the repo/revision is unknown.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if not repo_id.strip():
+        raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    token = token or os.environ.get("HF_TOKEN") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        info = api.model_info(repo_id, revision=revision)
+    except RepositoryNotFoundError as e:
+        # some mirrors answer an unknown revision like an unknown repository
+        raise DownloadError(
+            f"repository {repo_id!r} (revision {revision!r}) not found at {endpoint}; check both, "
+            "and set HF_TOKEN if the repository is gated or private"
+        ) from e
+    except RevisionNotFoundError as e:
+        raise DownloadError(f"revision {revision!r} not found in {repo_id!r}") from e
+    except (HfHubHTTPError, OSError) as e:
+        raise DownloadError(f"could not read {repo_id}@{revision} from {endpoint}: {e}") from e
+    if not info.sha:
+        raise DownloadError(f"{endpoint} returned no commit sha for {repo_id}@{revision}")
+    filenames = [s.rfilename for s in (info.siblings or [])]
+    if allow_patterns:
+        filenames = [f for f in filenames if _matches(f, allow_patterns)]
+    if ignore_patterns:
+        filenames = [f for f in filenames if not _matches(f, ignore_patterns)]
+    extra_ignore = check_weight_formats(filenames, allow_pickle=allow_pickle)
+    return Snapshot(
+        repo_id=repo_id,
+        revision=revision,
+        commit_sha=info.sha,
+        endpoint=endpoint,
+        files=[f for f in filenames if not _matches(f, extra_ignore)],
+        allow_patterns=list(allow_patterns) if allow_patterns else None,
+        ignore_patterns=list(ignore_patterns or []) + extra_ignore,
+    )
+
+
+def download_snapshot(
+    snapshot: Snapshot, *, target_dir: str | os.PathLike[str], token: str | None = None
+) -> DownloadManifest:
+    """Download a resolved snapshot at its commit into ``target_dir`` and write its manifest.
+
+    Raises:
+        DownloadError: The download failed or produced no files.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    target = Path(target_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    repo_id, commit_sha = snapshot.repo_id, snapshot.commit_sha
+    logger.info(
+        "downloading %s@%s (commit %s) from %s",
+        repo_id,
+        snapshot.revision,
+        commit_sha,
+        snapshot.endpoint,
+    )
+    try:
+        snapshot_download(
+            repo_id,
+            revision=commit_sha,
+            local_dir=str(target),
+            allow_patterns=snapshot.allow_patterns,
+            ignore_patterns=snapshot.ignore_patterns,
+            endpoint=snapshot.endpoint,
+            token=token or os.environ.get("HF_TOKEN") or None,
+        )
+    except (HfHubHTTPError, OSError) as e:
+        raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e
+    shutil.rmtree(target / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
+    manifest = build_manifest(
+        target,
+        repo_id=repo_id,
+        revision=snapshot.revision,
+        commit_sha=commit_sha,
+        endpoint=snapshot.endpoint,
+    )
+    if not manifest.files:
+        raise DownloadError(f"no files were downloaded for {repo_id}@{commit_sha}")
+    manifest.seconds = round(time.monotonic() - started, 3)
+    (target / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
+    logger.info(
+        "downloaded %d files (%d bytes) in %.1fs",
+        len(manifest.files),
+        manifest.total_bytes,
+        manifest.seconds,
+    )
+    return manifest
+
+
 def download_model(
     repo_id: str,
     *,
@@ -160,69 +296,81 @@ def download_model(
         UnsafeWeightsError: Pickle-only weights without ``allow_pickle``.
         DownloadError: The hub or mirror could not be reached, or the repo/revision is unknown.
     """
-    from huggingface_hub import HfApi, snapshot_download
-    from huggingface_hub.errors import (
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
+    snapshot = resolve_snapshot(
+        repo_id,
+        revision=revision,
+        allow_patterns=allow_patterns,
+        ignore_patterns=ignore_patterns,
+        allow_pickle=allow_pickle,
+        endpoint=endpoint,
+        token=token,
     )
+    return download_snapshot(snapshot, target_dir=target_dir, token=token)
 
-    if not repo_id.strip():
-        raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    token = token or os.environ.get("HF_TOKEN") or None
-    target = Path(target_dir)
-    target.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
 
-    api = HfApi(endpoint=endpoint, token=token)
-    try:
-        info = api.model_info(repo_id, revision=revision)
-    except RepositoryNotFoundError as e:
-        # some mirrors answer an unknown revision like an unknown repository
-        raise DownloadError(
-            f"repository {repo_id!r} (revision {revision!r}) not found at {endpoint}; check both, "
-            "and set HF_TOKEN if the repository is gated or private"
-        ) from e
-    except RevisionNotFoundError as e:
-        raise DownloadError(f"revision {revision!r} not found in {repo_id!r}") from e
-    except (HfHubHTTPError, OSError) as e:
-        raise DownloadError(f"could not read {repo_id}@{revision} from {endpoint}: {e}") from e
-    commit_sha = info.sha
-    if not commit_sha:
-        raise DownloadError(f"{endpoint} returned no commit sha for {repo_id}@{revision}")
-    filenames = [s.rfilename for s in (info.siblings or [])]
-    if allow_patterns:
-        filenames = [f for f in filenames if _matches(f, allow_patterns)]
-    if ignore_patterns:
-        filenames = [f for f in filenames if not _matches(f, ignore_patterns)]
-    extra_ignore = check_weight_formats(filenames, allow_pickle=allow_pickle)
+@dataclass
+class StoredModel:
+    """A model folder in the model store."""
 
-    logger.info("downloading %s@%s (commit %s) from %s", repo_id, revision, commit_sha, endpoint)
-    try:
-        snapshot_download(
-            repo_id,
-            revision=commit_sha,
-            local_dir=str(target),
-            allow_patterns=allow_patterns,
-            ignore_patterns=list(ignore_patterns or []) + extra_ignore,
-            endpoint=endpoint,
-            token=token,
-        )
-    except (HfHubHTTPError, OSError) as e:
-        raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e
+    uri: str
+    manifest: DownloadManifest
+    reused: bool
 
-    manifest = build_manifest(
-        target, repo_id=repo_id, revision=revision, commit_sha=commit_sha, endpoint=endpoint
+
+def download_to_store(
+    repo_id: str,
+    *,
+    store: str,
+    revision: str = "main",
+    allow_patterns: list[str] | None = None,
+    ignore_patterns: list[str] | None = None,
+    allow_pickle: bool = False,
+    endpoint: str | None = None,
+    token: str | None = None,
+) -> StoredModel:
+    """Download a repository at an exact commit into the model store, once.
+
+    The folder's key holds the commit sha and a fingerprint of the file selection, so a
+    re-run of the same commit reuses what is stored (a moving branch never does: it resolves
+    to a new sha). Only a completely written folder counts.
+
+    Args:
+        repo_id: Hub repository id.
+        store: Model store URI (``s3://bucket/prefix`` or ``file:///path``).
+        revision: Branch, tag or commit sha.
+        allow_patterns: Only download files matching these globs.
+        ignore_patterns: Skip files matching these globs.
+        allow_pickle: Accept pickle-only weights.
+        endpoint: Hub or mirror URL.
+        token: Access token; defaults to ``$HF_TOKEN``.
+
+    Returns:
+        Where the model is, its manifest, and whether it was already stored.
+
+    Raises:
+        ConfigError: Bad repo id or store URI, or no weights.
+        UnsafeWeightsError: Pickle-only weights without ``allow_pickle``.
+        DownloadError: The hub could not be read.
+        StorageError: The store could not be read or written.
+    """
+    model_store = open_store(store)
+    snapshot = resolve_snapshot(
+        repo_id,
+        revision=revision,
+        allow_patterns=allow_patterns,
+        ignore_patterns=ignore_patterns,
+        allow_pickle=allow_pickle,
+        endpoint=endpoint,
+        token=token,
     )
-    if not manifest.files:
-        raise DownloadError(f"no files were downloaded for {repo_id}@{commit_sha}")
-    manifest.seconds = round(time.monotonic() - started, 3)
-    (target / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
-    logger.info(
-        "downloaded %d files (%d bytes) in %.1fs",
-        len(manifest.files),
-        manifest.total_bytes,
-        manifest.seconds,
-    )
-    return manifest
+    key = base_key(repo_id, snapshot.commit_sha, fingerprint=snapshot.fingerprint)
+    if model_store.is_complete(key):
+        uri = model_store.uri(key)
+        manifest = DownloadManifest.from_dict(json.loads(read_file(uri, MANIFEST_NAME)))
+        logger.info("%s@%s is already stored at %s", repo_id, snapshot.commit_sha, uri)
+        return StoredModel(uri=uri, manifest=manifest, reused=True)
+    with model_store.writer(
+        key, source=f"{snapshot.endpoint}/{repo_id}@{snapshot.commit_sha}"
+    ) as d:
+        manifest = download_snapshot(snapshot, target_dir=d, token=token)
+    return StoredModel(uri=model_store.uri(key), manifest=manifest, reused=False)

@@ -19,6 +19,10 @@ class DownloadError(ModelgateError):
     """The model could not be fetched from the hub or mirror."""
 
 
+class StorageError(ModelgateError):
+    """The model store (S3 prefix or local folder) could not be read or written."""
+
+
 class UnsafeWeightsError(ConfigError):
     """The repository only ships pickle weights and ``allow_pickle`` was not set."""
 

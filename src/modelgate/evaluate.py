@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from modelgate.errors import ConfigError, EvaluationError
+from modelgate.storage import fetch, scheme_of, work_dir
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["hf", "vllm", "local-completions"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
-OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @dataclass
@@ -154,6 +155,59 @@ def resolve_tasks(tasks: list[str], *, task_dir: str | None = None) -> Any:
     return manager
 
 
+def prepare_task_dir(task_dir: str) -> Path:
+    """A usable task folder: fetched if stored, with ``data_files`` made to point inside it.
+
+    Task YAMLs often name their data with a path of the machine that wrote them (or a path
+    relative to it); once the folder has travelled through the model store those paths are
+    wrong. A ``dataset_kwargs.data_files`` entry whose file is not there but whose relative
+    path or file name is in the folder is rewritten to that file; other entries are kept.
+
+    Raises:
+        ConfigError: The folder does not exist.
+        StorageError: A stored folder could not be fetched.
+    """
+    import yaml
+
+    if scheme_of(task_dir) in ("s3", "file"):
+        folder = fetch(task_dir)
+    else:
+        folder = Path(task_dir)
+        if not folder.is_dir():
+            raise ConfigError(
+                f"task folder {task_dir!r} does not exist here; in a cluster pass a stored "
+                "folder URI (modelgate run/submit upload a local folder to the model store)"
+            )
+
+    def local(value: Any) -> Any:
+        if isinstance(value, list):
+            return [local(v) for v in value]
+        if not isinstance(value, str) or "://" in value or Path(value).is_file():
+            return value
+        for candidate in (folder / value, folder / Path(value).name):
+            if candidate.is_file():
+                return str(candidate)
+        return value
+
+    for path in list(folder.rglob("*.yaml")) + list(folder.rglob("*.yml")):
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            continue  # lm-eval reports broken task files itself
+        files = (
+            (doc.get("dataset_kwargs") or {}).get("data_files") if isinstance(doc, dict) else None
+        )
+        if not files:
+            continue
+        fixed = {k: local(v) for k, v in files.items()} if isinstance(files, dict) else local(files)
+        if fixed != files:
+            doc["dataset_kwargs"]["data_files"] = fixed
+            if not os.access(path, os.W_OK):
+                raise ConfigError(f"task file {path} needs its data paths fixed but is read-only")
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return folder
+
+
 def build_model_args(
     backend: Backend,
     *,
@@ -162,9 +216,12 @@ def build_model_args(
     tokenizer: str | None = None,
     dtype: str | None = None,
     max_length: int | None = None,
+    tensor_parallel_size: int = 1,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """lm-eval ``model_args`` for ``backend``.
+
+    ``vllm`` spreads the model over ``tensor_parallel_size`` GPUs (the GPUs of the pod).
 
     Raises:
         ConfigError: ``local-completions`` without ``base_url``.
@@ -190,7 +247,7 @@ def build_model_args(
         if dtype:
             args["dtype"] = dtype
         if backend == "vllm":
-            args |= {"gpu_memory_utilization": 0.8}
+            args |= {"gpu_memory_utilization": 0.8, "tensor_parallel_size": tensor_parallel_size}
             if max_length:
                 args["max_model_len"] = max_length
         elif max_length:
@@ -212,16 +269,24 @@ def evaluate_model(
     tokenizer: str | None = None,
     dtype: str | None = None,
     max_length: int | None = None,
+    tensor_parallel_size: int = 1,
+    offline: bool = False,
+    hf_endpoint: str | None = None,
     model_args: dict[str, Any] | None = None,
     seed: int = 1234,
 ) -> EvalResult:
     """Run lm-eval and return parsed metrics.
 
+    Datasets come from the Hub (or the mirror at ``hf_endpoint``, with ``$HF_TOKEN``) unless
+    ``offline`` is set, which only works when every dataset is cached or local.
+
     Args:
-        model: Model directory (``hf``/``vllm``) or served model name (``local-completions``).
+        model: Model directory or stored model URI (``s3://``, ``file://``) for ``hf``/``vllm``;
+            the served model name for ``local-completions``.
         backend: ``hf``, ``vllm`` or ``local-completions``.
         tasks: lm-eval task names.
-        task_dir: Folder of extra task YAMLs (local JSONL tasks).
+        task_dir: Folder (or stored folder URI) of extra task YAMLs; relative ``data_files`` in
+            them are resolved against the folder.
         limit: Examples per task (int) or fraction (float); None for all.
         num_fewshot: Few-shot examples; None for the task default.
         batch_size: Batch size (or ``"auto"``).
@@ -230,6 +295,9 @@ def evaluate_model(
         tokenizer: Tokenizer path for ``local-completions`` (defaults to the server's).
         dtype: Model dtype for ``hf``/``vllm``.
         max_length: Context length cap.
+        tensor_parallel_size: GPUs the ``vllm`` backend splits the model over.
+        offline: Never contact the Hub (sets ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``).
+        hf_endpoint: Hub mirror for datasets and tokenizers (sets ``HF_ENDPOINT``).
         model_args: Extra lm-eval model arguments, merged last.
         seed: Random seed for lm-eval.
 
@@ -239,14 +307,26 @@ def evaluate_model(
     Raises:
         ConfigError: Unknown backend or task, or missing model directory.
         EvaluationError: lm-eval failed.
+        StorageError: A stored model or task folder could not be fetched.
     """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown eval backend {backend!r}; choose one of {list(BACKENDS)}")
-    if backend != "local-completions" and not Path(model).is_dir():
-        raise ConfigError(f"model directory {model!r} does not exist")
-    if os.environ.get("MODELGATE_EVAL_ONLINE") != "1":  # hub datasets need network: opt in
-        for key, value in OFFLINE_ENV.items():
-            os.environ.setdefault(key, value)
+    # before lm-eval (and datasets/huggingface_hub with it) reads these at import
+    if offline:
+        os.environ.update(OFFLINE_ENV)
+    if hf_endpoint:
+        os.environ["HF_ENDPOINT"] = hf_endpoint
+    work_dir()  # puts the Hub caches on the pipeline's work volume when one is mounted
+    if backend != "local-completions":
+        if scheme_of(model) in ("s3", "file"):
+            model = str(fetch(model))
+        if not Path(model).is_dir():
+            raise ConfigError(
+                f"model directory {model!r} does not exist here; pass a stored model URI "
+                "(s3://, file://) from the download or quantize step"
+            )
+    if task_dir:
+        task_dir = str(prepare_task_dir(task_dir))
 
     import lm_eval
 
@@ -258,6 +338,7 @@ def evaluate_model(
         tokenizer=tokenizer,
         dtype=dtype,
         max_length=max_length,
+        tensor_parallel_size=tensor_parallel_size,
         extra=model_args,
     )
     started = time.monotonic()
@@ -292,6 +373,7 @@ def evaluate_model(
         "num_fewshot": num_fewshot,
         "batch_size": batch_size,
         "model_args": {k: v for k, v in args.items() if "token" not in k.lower()},
+        "offline": offline,
         "lm_eval_version": getattr(lm_eval, "__version__", ""),
     }
     logger.info("lm-eval finished in %.1fs: %s", result.seconds, result.flat())

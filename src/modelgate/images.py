@@ -1,20 +1,35 @@
-"""Every container image modelgate references, in one place, tagged with the package version.
+"""Every container image modelgate references, in one place.
 
 The Containerfiles in ``images/`` build these; the KServe ServingRuntime's vLLM image is pinned
 in ``manifests/base``. Two images, because vLLM and llm-compressor pin different
 compressed-tensors releases and cannot share one environment.
+
+Registry and tag default to ``ghcr.io/modelgate`` and the package version. Set
+``MODELGATE_IMAGE_REGISTRY`` and ``MODELGATE_IMAGE_TAG`` to compile pipelines against images
+pushed elsewhere. They are read once, when this module is imported, and the components bake
+``BASE_IMAGE``/``EVAL_IMAGE`` into their ``@dsl.component`` decorators at their own import:
+``modelgate compile`` (or any script) must set them before importing the components or
+pipelines, e.g. ``MODELGATE_IMAGE_TAG=1.2.3 modelgate compile``.
 """
 
 from __future__ import annotations
 
+import os
+
 from modelgate import __version__
 
-REGISTRY = "ghcr.io/modelgate"
+REGISTRY_ENV = "MODELGATE_IMAGE_REGISTRY"
+TAG_ENV = "MODELGATE_IMAGE_TAG"
+
+#: Where the images are pushed, without a trailing slash.
+REGISTRY = (os.environ.get(REGISTRY_ENV) or "ghcr.io/modelgate").rstrip("/")
+#: Tag of both modelgate images.
+TAG = os.environ.get(TAG_ENV) or __version__
 
 #: modelgate with KFP, llm-compressor, lm-eval, the registry and KServe clients, CUDA torch.
 #: Runs download, quantize (GPU if the node has one), register, gate, deploy and smoke test.
-BASE_IMAGE = f"{REGISTRY}/modelgate:{__version__}"
+BASE_IMAGE = f"{REGISTRY}/modelgate:{TAG}"
 #: vLLM (CUDA) with lm-eval and modelgate: the evaluate step on GPU nodes.
-EVAL_IMAGE = f"{REGISTRY}/modelgate-eval:{__version__}"
+EVAL_IMAGE = f"{REGISTRY}/modelgate-eval:{TAG}"
 
-__all__ = ["BASE_IMAGE", "EVAL_IMAGE", "REGISTRY"]
+__all__ = ["BASE_IMAGE", "EVAL_IMAGE", "REGISTRY", "REGISTRY_ENV", "TAG", "TAG_ENV"]

@@ -23,6 +23,8 @@ from typing import Any, Literal, get_args
 
 from modelgate.download import MANIFEST_NAME
 from modelgate.errors import ConfigError, QuantizationError
+from modelgate.naming import quantized_key, recipe_fingerprint
+from modelgate.storage import fetch, fetch_file, open_store, read_file, scheme_of
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +93,13 @@ def load_calibration_texts(
     Raises:
         ConfigError: Missing file, empty data, or records with none of the known fields.
     """
-    path = Path(source)
+    path = fetch_file(source) if scheme_of(source) in ("s3", "file") else Path(source)
     if path.suffix in {".jsonl", ".json"} or path.exists():
         if not path.is_file():
-            raise ConfigError(f"calibration file {source!r} does not exist")
+            raise ConfigError(
+                f"calibration file {source!r} does not exist here; pass an s3:// URI or a "
+                "dataset id (modelgate run/submit upload a local file to the model store)"
+            )
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     else:
         import datasets
@@ -238,3 +243,74 @@ def _recipe_yaml(modifiers: list[Any]) -> str:
         # trailing-underscore fields are llm-compressor's lifecycle state, not recipe
         stage[type(m).__name__] = {k: v for k, v in dumped.items() if not k.endswith("_")}
     return yaml.safe_dump({"quant_stage": {"quant_modifiers": stage}}, sort_keys=False)
+
+
+@dataclass
+class StoredCandidate:
+    """The quantized candidate in the model store."""
+
+    uri: str
+    scheme: str
+    recipe: str
+    reused: bool
+
+
+def quantize_to_store(
+    model_uri: str,
+    *,
+    store: str,
+    repo_id: str,
+    commit_sha: str,
+    scheme: str,
+    calibration: str | None = None,
+    num_calibration_samples: int = 64,
+    max_seq_length: int = 256,
+) -> StoredCandidate:
+    """Quantize the stored model at ``model_uri`` into the model store, once per recipe.
+
+    ``none`` stores nothing new: the candidate is the base folder itself. Otherwise the folder's
+    key holds the source commit and a fingerprint of the scheme, the calibration data and the
+    llm-compressor release, and a complete folder under that key is reused.
+
+    Raises:
+        ConfigError: Unknown scheme, missing calibration data, or a bad store URI.
+        QuantizationError: llm-compressor failed (nothing is stored).
+        StorageError: The store could not be read or written.
+    """
+    scheme = validate_scheme(scheme)
+    if scheme in NEEDS_CALIBRATION and not calibration:
+        raise ConfigError(
+            f"scheme {scheme} needs calibration data: pass calibration=<file.jsonl, s3:// URI or "
+            "dataset id> (FP8_DYNAMIC needs none)"
+        )
+    if scheme == "none":
+        return StoredCandidate(uri=model_uri, scheme=scheme, recipe="", reused=True)
+    from importlib.metadata import version
+
+    model_store = open_store(store)
+    fingerprint = recipe_fingerprint(
+        scheme=scheme,
+        calibration=calibration if scheme in NEEDS_CALIBRATION else None,
+        samples=num_calibration_samples if scheme in NEEDS_CALIBRATION else None,
+        max_seq_length=max_seq_length if scheme in NEEDS_CALIBRATION else None,
+        llmcompressor=version("llmcompressor"),
+    )
+    key = quantized_key(repo_id, commit_sha, scheme=scheme, fingerprint=fingerprint)
+    if model_store.is_complete(key):
+        uri = model_store.uri(key)
+        record = json.loads(read_file(uri, RECORD_NAME))
+        logger.info("%s of %s is already stored at %s", scheme, model_uri, uri)
+        return StoredCandidate(uri=uri, scheme=scheme, recipe=record.get("recipe", ""), reused=True)
+    source = fetch(model_uri)
+    with model_store.writer(key, source=f"{model_uri} {scheme}") as out:
+        result = quantize_model(
+            source,
+            output_dir=out,
+            scheme=scheme,
+            calibration=calibration,
+            num_calibration_samples=num_calibration_samples,
+            max_seq_length=max_seq_length,
+        )
+    return StoredCandidate(
+        uri=model_store.uri(key), scheme=scheme, recipe=result.recipe, reused=False
+    )

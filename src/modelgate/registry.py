@@ -55,6 +55,8 @@ from pydantic import (
 )
 
 from modelgate.errors import ConfigError, RegistryAPIVersionError, RegistryError
+from modelgate.naming import registered_model_name
+from modelgate.naming import version_name as naming_version_name
 from modelgate.retry import backoff
 
 if TYPE_CHECKING:
@@ -685,6 +687,53 @@ def registry_from_url(url: str | None = None, **kw: Any) -> RegistryBackend | No
         return None
     kw.setdefault("author", os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR)
     return KubeflowModelRegistry(resolved, **kw)
+
+
+def candidate_request(
+    *,
+    model_uri: str,
+    repo_id: str,
+    revision: str,
+    commit_sha: str,
+    scheme: str,
+    model_name: str | None = None,
+    version_name: str | None = None,
+    pipeline_run_id: str | None = None,
+    pipeline_run_name: str | None = None,
+    namespace: str | None = None,
+    author: str | None = None,
+) -> RegisterRequest:
+    """What the register step writes for a quantized candidate (naming and lineage policy).
+
+    The registered model name is slash-free (:func:`modelgate.naming.registered_model_name`);
+    the Hub id, revision and commit go into properties. The version name is
+    ``<scheme>-<commit[:12]>-<run>`` unless given.
+
+    Raises:
+        ConfigError: A name the registry URI cannot carry.
+    """
+    properties: dict[str, str | int | float | bool] = {
+        "source_repo": repo_id,
+        "source_revision": revision,
+        "source_commit": commit_sha,
+        "quant_scheme": scheme,
+    }
+    for key, value in (
+        ("pipeline_run_id", pipeline_run_id),
+        ("pipeline_run_name", pipeline_run_name),
+        ("namespace", namespace),
+    ):
+        if value:
+            properties[key] = value
+    return RegisterRequest(
+        model_name=registered_model_name(repo_id, model_name),
+        version_name=version_name
+        or naming_version_name(scheme=scheme, commit_sha=commit_sha, run_id=pipeline_run_id),
+        uri=model_uri,
+        description=f"{repo_id}@{commit_sha} quantized with {scheme}",
+        author=author,
+        properties=properties,
+    )
 
 
 def register_candidate(*, registry_url: str | None, request: RegisterRequest) -> RegistryRecord:

@@ -56,8 +56,8 @@ from pathlib import Path
 from types import TracebackType
 
 from modelgate.errors import ConfigError, DownloadError, ModelgateError
+from modelgate.processes import free_port, stop_process_group
 from modelgate.retry import wait_until
-from modelgate.serving import free_port, stop_process_group
 
 logger = logging.getLogger(__name__)
 

@@ -1,27 +1,34 @@
-"""Local serving: run the real vLLM OpenAI server as a process, and the smoke test.
+"""Local serving: the real vLLM OpenAI server as a process on this machine.
+
+Before vLLM starts, the model at ``spec.storage_uri`` is fetched into a fresh folder with
+KServe's own storage-initializer code (:func:`modelgate.storage.fetch_like_kserve`), exactly as
+the storage-initializer container of an InferenceService does, so a local release proves that
+KServe can fetch what it deploys.
 
 The server runs from a separate Python environment (vLLM pins its own torch and
 compressed-tensors, like its own container image in the cluster). Its interpreter is
 ``python=`` or ``$MODELGATE_VLLM_PYTHON``. The model arguments come from
-:func:`modelgate.deploy.vllm_args`, the same ones the KServe ServingRuntime passes.
+:func:`modelgate.deploy.spec.vllm_args`, the same ones the KServe ServingRuntime passes.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
-import socket
+import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import requests
 
-from modelgate.deploy import Deployment, DeploySpec, vllm_args
-from modelgate.errors import ConfigError, DeployError, DeployTimeoutError, SmokeTestError
-from modelgate.retry import backoff, wait_until
+from modelgate.deploy.spec import DeploySpec, vllm_args
+from modelgate.deploy.target import Deployment
+from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
+from modelgate.processes import free_port, stop_process_group
+from modelgate.retry import wait_until
+from modelgate.storage import fetch_like_kserve
 
 logger = logging.getLogger(__name__)
 
@@ -29,13 +36,6 @@ VLLM_PYTHON_ENV = "MODELGATE_VLLM_PYTHON"
 # Flags the vLLM CPU backend needs on a machine without a GPU.
 CPU_ARGS = ("--enforce-eager", "--distributed-executor-backend", "uni")
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago on ``host``."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def resolve_vllm_python(python: str | None = None) -> str:
@@ -53,42 +53,6 @@ def resolve_vllm_python(python: str | None = None) -> str:
     if not Path(candidate).is_file():
         raise ConfigError(f"vLLM interpreter {candidate!r} does not exist ({VLLM_PYTHON_ENV})")
     return candidate
-
-
-def pid_alive(pid: int) -> bool:
-    """True if a process with ``pid`` exists (and is not a zombie we own)."""
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)
-        if waited == pid:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_process_group(pid: int, *, timeout: float = 20.0) -> None:
-    """SIGTERM the process group led by ``pid``, SIGKILL it after ``timeout``. Idempotent."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            wait_until(
-                lambda: not pid_alive(pid),
-                timeout=timeout,
-                interval=0.2,
-                what=f"process {pid} to exit",
-            )
-            return
-        except TimeoutError:
-            logger.warning("process group %d ignored %s", pid, sig.name)
 
 
 class LocalVLLMTarget:
@@ -144,21 +108,34 @@ class LocalVLLMTarget:
             cmd += [a for a in CPU_ARGS if a not in args]
         return cmd
 
-    def deploy(self, spec: DeploySpec, *, model_dir: str | None = None) -> Deployment:
-        """Start vLLM on ``model_dir`` and wait until ``/health`` answers 200.
+    def deploy(self, spec: DeploySpec) -> Deployment:
+        """Fetch ``spec.storage_uri`` like KServe does, start vLLM on it, wait for ``/health``.
 
         Raises:
-            ConfigError: No model directory.
+            ConfigError: The fetched folder is no model (no config.json).
+            StorageError: KServe's downloader could not fetch the URI completely.
             DeployError: The server exited during start-up (the log tail is in the message).
             DeployTimeoutError: Not healthy within ``startup_timeout``.
         """
-        if not model_dir or not Path(model_dir, "config.json").is_file():
-            raise ConfigError(
-                f"local deploy needs a model directory with config.json, got {model_dir!r}"
-            )
-        port = self.port or free_port(self.host)
-        log_dir = self.log_dir or Path(model_dir).parent
+        log_dir = self.log_dir or Path(tempfile.gettempdir())
         log_dir.mkdir(parents=True, exist_ok=True)
+        # a fresh folder, as the storage-initializer's emptyDir at /mnt/models
+        model_root = Path(tempfile.mkdtemp(prefix=f"{spec.name}-models-", dir=log_dir))
+        try:
+            model_dir = str(fetch_like_kserve(spec.storage_uri, model_root))
+            if not Path(model_dir, "config.json").is_file():
+                raise ConfigError(
+                    f"{spec.storage_uri} holds no config.json: it is not a model folder"
+                )
+            return self._start(spec, model_dir=model_dir, model_root=model_root, log_dir=log_dir)
+        except BaseException:
+            shutil.rmtree(model_root, ignore_errors=True)
+            raise
+
+    def _start(
+        self, spec: DeploySpec, *, model_dir: str, model_root: Path, log_dir: Path
+    ) -> Deployment:
+        port = self.port or free_port(self.host)
         log_path = log_dir / f"vllm-{spec.name}-{port}.log"
         env = {**os.environ, **(CPU_ENV if self.device == "cpu" else {}), **self.env}
         cmd = self.command(spec, model_dir=model_dir, port=port)
@@ -200,91 +177,25 @@ class LocalVLLMTarget:
             endpoint=endpoint,
             model=spec.name,
             ready_seconds=ready,
-            details={"pid": proc.pid, "log": str(log_path), "command": cmd},
+            details={
+                "pid": proc.pid,
+                "log": str(log_path),
+                "command": cmd,
+                "storage_uri": spec.storage_uri,
+                "model_dir": str(model_root),
+            },
         )
 
     def teardown(self, deployment: Deployment) -> None:
-        """Stop the server process group (idempotent)."""
+        """Stop the server process group and remove its fetched model (idempotent)."""
         pid = deployment.details.get("pid")
         if pid:
             stop_process_group(int(pid))
             logger.info("stopped vLLM pid %s", pid)
+        if deployment.details.get("model_dir"):
+            shutil.rmtree(deployment.details["model_dir"], ignore_errors=True)
 
     def rollback(self, deployment: Deployment) -> str:
         """A local server replaces nothing: rolling back stops it."""
         self.teardown(deployment)
         return f"stopped the local vLLM server (pid {deployment.details.get('pid')})"
-
-
-def _post(url: str, payload: dict[str, Any], *, timeout: float) -> dict[str, Any]:
-    def call() -> dict[str, Any]:
-        resp = requests.post(url, json=payload, timeout=timeout)
-        if resp.status_code >= 500:
-            resp.raise_for_status()
-        if resp.status_code != 200:
-            raise SmokeTestError(f"POST {url} answered {resp.status_code}: {resp.text[:500]}")
-        return resp.json()
-
-    try:
-        return backoff(
-            call,
-            retry_on=(requests.ConnectionError, requests.Timeout, requests.HTTPError),
-            attempts=3,
-            what=f"POST {url}",
-        )
-    except requests.RequestException as e:
-        raise SmokeTestError(f"POST {url} failed: {e}") from e
-
-
-def smoke_test(
-    endpoint: str,
-    *,
-    model: str,
-    prompt: str = "2+3=",
-    chat_message: str = "What is 2+3?",
-    max_tokens: int = 8,
-    timeout: float = 60.0,
-) -> dict[str, str]:
-    """One ``/v1/completions`` and one ``/v1/chat/completions`` call; both must return text.
-
-    Args:
-        endpoint: Server base URL (without ``/v1``).
-        model: Served model name.
-        prompt: Completion prompt.
-        chat_message: User message for the chat call.
-        max_tokens: Tokens to generate in each call.
-        timeout: Seconds per request.
-
-    Returns:
-        ``{"completion": ..., "chat": ...}`` - the generated texts.
-
-    Raises:
-        SmokeTestError: A call failed or returned no text.
-    """
-    base = endpoint.rstrip("/")
-    comp = _post(
-        f"{base}/v1/completions",
-        {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
-        timeout=timeout,
-    )
-    chat = _post(
-        f"{base}/v1/chat/completions",
-        {
-            "model": model,
-            "messages": [{"role": "user", "content": chat_message}],
-            "max_tokens": max_tokens,
-            "temperature": 0,
-        },
-        timeout=timeout,
-    )
-    try:
-        completion = comp["choices"][0]["text"]
-        chat_text = chat["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError) as e:
-        raise SmokeTestError(f"malformed OpenAI response: {comp!r} / {chat!r}") from e
-    if not completion or not completion.strip():
-        raise SmokeTestError(f"/v1/completions returned no text for {prompt!r}: {comp!r}")
-    if not chat_text or not chat_text.strip():
-        raise SmokeTestError(f"/v1/chat/completions returned no text: {chat!r}")
-    logger.info("smoke test ok: completion=%r chat=%r", completion, chat_text)
-    return {"completion": completion, "chat": chat_text}

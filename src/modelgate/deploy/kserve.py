@@ -6,39 +6,46 @@ Argument split
     and ``--served-model-name={{.Name}}``, which KServe renders with the InferenceService name).
     KServe *appends* the predictor's ``args`` to the runtime container's args
     (``MergeRuntimeContainers``), so the InferenceService carries only :func:`isvc_args`: the rest
-    of :func:`modelgate.deploy.vllm_args`. ``render_runtime_args(name) + isvc_args(spec) ==
+    of :func:`~modelgate.deploy.spec.vllm_args`. ``render_runtime_args(name) + isvc_args(spec) ==
     vllm_args(spec, model_path="/mnt/models", port=8080)`` holds for every spec; the unit tests
     check it against both this module and the kustomize-built runtime.
+
+Readiness
+    In ``Standard`` (``RawDeployment`` before KServe 0.16) mode the predictor is the Deployment
+    ``<name>-predictor``. KServe derives ``PredictorReady`` from that Deployment's ``Available``
+    condition only (``PropagateRawStatus`` in ``pkg/apis/serving/v1beta1/
+    inference_service_status.go``), which stays True while old pods serve during a rollout, and
+    it copies the Deployment's ``observedGeneration`` into the InferenceService status, so
+    neither says whether the *new* spec serves. :class:`KServeTarget` therefore stamps every spec
+    with a hash in ``spec.predictor.annotations`` (KServe copies predictor annotations onto the
+    Deployment's pod template: ``Predictor.Reconcile`` in ``pkg/controller/v1beta1/
+    inferenceservice/components/predictor.go``) and waits until the Deployment's template carries
+    that hash and it has rolled out the way ``kubectl rollout status`` judges it (its own
+    ``observedGeneration``, updated == available == desired replicas, no old replicas left).
+    In ``Knative`` mode the InferenceService's own ``observedGeneration`` and ``Ready`` are used.
 
 Endpoint
     :class:`KServeTarget` reports ``status.address.url`` (the cluster-local address,
     ``http://<name>-predictor.<ns>.svc.cluster.local``) because the pipeline step that smoke-tests
-    and evaluates the model runs inside the cluster, where that address always resolves; it falls
-    back to ``status.url`` (the ingress URL) when the controller did not publish an address.
+    the model runs inside the cluster, where that address always resolves; it falls back to
+    ``status.url`` (the ingress URL) when the controller did not publish an address.
     ``KServeTarget(endpoint="url")`` prefers the external ``status.url`` instead.
-
-Schema validation
-    :func:`validate_inference_service` checks an object against the InferenceService CRD's
-    ``v1beta1`` ``openAPIV3Schema`` made strict by :func:`strict_schema`. The API server silently
-    prunes unknown fields (``storageURI`` would just vanish), so strictness is what catches typos.
-    CRDs are read from ``$MODELGATE_SCHEMAS_DIR`` or ``<repo>/../shared/schemas``.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
+import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Mapping
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import yaml
-
-from modelgate.deploy import Deployment, DeploySpec, vllm_args
+from modelgate.deploy.crd import API_VERSION, GROUP, KIND, VERSION
+from modelgate.deploy.spec import DEPLOYMENT_BACKED_MODES, DeploySpec, vllm_args
+from modelgate.deploy.target import Deployment
 from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
 from modelgate.retry import backoff, wait_until
 
@@ -56,12 +63,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra insta
 
 logger = logging.getLogger(__name__)
 
-GROUP = "serving.kserve.io"
-VERSION = "v1beta1"
 PLURAL = "inferenceservices"
-KIND = "InferenceService"
-API_VERSION = f"{GROUP}/{VERSION}"
-
 MODEL_MOUNT_PATH = "/mnt/models"  # where KServe's storage initializer puts storageUri
 RUNTIME_PORT = 8080  # the port KServe routes to (container port of kserve-container)
 NAME_PLACEHOLDER = "{{.Name}}"  # Go template KServe renders with the InferenceService metadata
@@ -69,19 +71,13 @@ RUNTIME_NAME = "vllm-runtime"
 
 MANAGED_BY = "modelgate"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-
-SCHEMAS_DIR_ENV = "MODELGATE_SCHEMAS_DIR"
-KSERVE_SCHEMAS = "kserve-v0.20.0"
-ISVC_CRD_FILE = f"{KSERVE_SCHEMAS}/serving.kserve.io_inferenceservices.yaml"
-SERVING_RUNTIME_CRD_FILE = f"{KSERVE_SCHEMAS}/serving.kserve.io_servingruntimes.yaml"
-CLUSTER_STORAGE_CONTAINER_CRD_FILE = (
-    f"{KSERVE_SCHEMAS}/serving.kserve.io_clusterstoragecontainers.yaml"
-)
+ROLLOUT_ANNOTATION = "modelgate.io/rollout"
+PREDICTOR_SUFFIX = "-predictor"  # constants.PredictorServiceName: "<isvc>-predictor"
 
 RBAC_HINT = (
-    "grant the pipeline's service account the Role in manifests/base/rbac.yaml "
-    "(kubectl apply -k manifests/base -n <namespace>; ServiceAccount modelgate-pipeline, verbs "
-    "get/list/watch/create/patch/update/delete on inferenceservices.serving.kserve.io)"
+    "bind the Role modelgate-deployer (manifests/base/rbac.yaml) to the service account the "
+    "pipeline runs as: kubectl apply -k manifests/overlays/kubeflow-profile -n <namespace> "
+    "(default-editor) or manifests/overlays/standalone (pipeline-runner)"
 )
 
 # Conditions reasons that will not heal by waiting (Knative revision failures, Deployment
@@ -160,10 +156,22 @@ def isvc_args(spec: DeploySpec) -> list[str]:
 
 
 def _resources(spec: DeploySpec) -> dict[str, Any]:
-    amounts: dict[str, str] = {"cpu": spec.cpu, "memory": spec.memory}
-    if spec.accelerator_count > 0:
-        amounts[spec.accelerator_resource] = str(spec.accelerator_count)
-    return {"requests": dict(amounts), "limits": dict(amounts)}
+    serve = spec.placement.resources("serve")
+    requests = {"cpu": serve.cpu, "memory": serve.memory}
+    limits = {"cpu": serve.cpu_limit or serve.cpu, "memory": serve.memory_limit or serve.memory}
+    gpus = spec.placement.accelerator_count
+    if gpus > 0:  # extended resources need request == limit
+        requests[spec.placement.accelerator_type] = limits[spec.placement.accelerator_type] = str(
+            gpus
+        )
+    return {"requests": requests, "limits": limits}
+
+
+def rollout_hash(isvc_spec: Mapping[str, Any]) -> str:
+    """A hash of an InferenceService ``spec`` without its own rollout stamp."""
+    body = copy.deepcopy(dict(isvc_spec))
+    (body.get("predictor") or {}).get("annotations", {}).pop(ROLLOUT_ANNOTATION, None)
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_inference_service(spec: DeploySpec) -> dict[str, Any]:
@@ -173,7 +181,8 @@ def build_inference_service(spec: DeploySpec) -> dict[str, Any]:
         spec: The deployment.
 
     Returns:
-        The object as a plain dict (JSON-compatible), ready for the API or ``yaml.safe_dump``.
+        The object as a plain dict (JSON-compatible), ready for the API or ``yaml.safe_dump``;
+        ``spec.predictor.annotations`` carries :data:`ROLLOUT_ANNOTATION`.
 
     Raises:
         ConfigError: ``spec.extra_args`` clashes with the runtime's own flags.
@@ -194,12 +203,14 @@ def build_inference_service(spec: DeploySpec) -> dict[str, Any]:
         "resources": _resources(spec),
     }
     predictor: dict[str, Any] = {"model": model}
-    if spec.tolerations:
-        predictor["tolerations"] = [t.model_dump(exclude_none=True) for t in spec.tolerations]
-    if spec.node_selector:
-        predictor["nodeSelector"] = dict(spec.node_selector)
+    if spec.placement.tolerations:
+        predictor["tolerations"] = spec.placement.toleration_dicts()
+    if spec.placement.node_selector:
+        predictor["nodeSelector"] = dict(spec.placement.node_selector)
     if spec.service_account:
         predictor["serviceAccountName"] = spec.service_account
+    body = {"predictor": predictor}
+    predictor["annotations"] = {ROLLOUT_ANNOTATION: rollout_hash(body)}
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -209,206 +220,8 @@ def build_inference_service(spec: DeploySpec) -> dict[str, Any]:
             "labels": labels,
             "annotations": annotations,
         },
-        "spec": {"predictor": predictor},
+        "spec": body,
     }
-
-
-# --------------------------------------------------------------------------------------------
-# CRD schemas and validation
-# --------------------------------------------------------------------------------------------
-
-
-def schemas_dir() -> Path:
-    """The shared schemas folder: ``$MODELGATE_SCHEMAS_DIR`` or ``<repo>/../shared/schemas``.
-
-    Raises:
-        ConfigError: The folder does not exist.
-    """
-    env = os.environ.get(SCHEMAS_DIR_ENV)
-    if env:
-        path = Path(env).expanduser()
-        source = f"${SCHEMAS_DIR_ENV}"
-    else:
-        path = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
-        source = "the default <repo>/../shared/schemas"
-    if not path.is_dir():
-        raise ConfigError(
-            f"CRD schemas folder {path} (from {source}) does not exist; set "
-            f"{SCHEMAS_DIR_ENV} to the folder holding {ISVC_CRD_FILE}"
-        )
-    return path
-
-
-def _resolve_crd_file(kind_file: str | os.PathLike[str]) -> Path:
-    path = Path(kind_file)
-    if path.is_absolute():
-        candidates = [path]
-    else:
-        base = schemas_dir()
-        candidates = [base / path, base / KSERVE_SCHEMAS / path]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate.resolve()
-    raise ConfigError(
-        f"CRD file {kind_file} not found (looked at {', '.join(map(str, candidates))}); "
-        f"set {SCHEMAS_DIR_ENV} to the shared schemas folder"
-    )
-
-
-try:
-    _YamlLoader: Any = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - PyYAML built without libyaml
-    _YamlLoader = yaml.SafeLoader
-
-
-@functools.lru_cache(maxsize=16)
-def _load_crd_schema_cached(path: str, version: str) -> dict[str, Any]:
-    with open(path, encoding="utf-8") as fh:
-        crd = yaml.load(fh, Loader=_YamlLoader)  # noqa: S506 - safe loader (C or pure)
-    if not isinstance(crd, dict) or crd.get("kind") != "CustomResourceDefinition":
-        raise ConfigError(f"{path} is not a CustomResourceDefinition")
-    names = []
-    for v in crd.get("spec", {}).get("versions", []):
-        names.append(v.get("name"))
-        if v.get("name") == version:
-            schema = (v.get("schema") or {}).get("openAPIV3Schema")
-            if not isinstance(schema, dict):
-                raise ConfigError(f"{path} version {version} has no openAPIV3Schema")
-            return schema
-    raise ConfigError(f"{path} has no version {version!r} (it has {names})")
-
-
-def load_crd_schema(kind_file: str | os.PathLike[str], version: str) -> dict[str, Any]:
-    """The ``openAPIV3Schema`` of ``version`` in a CRD file (parsed once, cached; don't mutate).
-
-    Args:
-        kind_file: Absolute path, or a path relative to :func:`schemas_dir` (e.g.
-            ``"kserve-v0.20.0/serving.kserve.io_inferenceservices.yaml"``); a bare file name is
-            also looked up in the ``kserve-v0.20.0`` folder.
-        version: CRD version name, e.g. ``"v1beta1"``.
-
-    Raises:
-        ConfigError: The schemas folder, the file or the version is missing.
-    """
-    return _load_crd_schema_cached(str(_resolve_crd_file(kind_file)), version)
-
-
-_INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
-
-
-def strict_schema(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of a structural CRD schema that rejects fields the CRD does not declare.
-
-    Adds ``additionalProperties: false`` to every object node that lists ``properties`` and does
-    not set ``additionalProperties`` itself, except:
-
-    * nodes with ``x-kubernetes-preserve-unknown-fields: true`` (the API server keeps unknown
-      fields there; their declared children are still made strict, as the server still prunes
-      those),
-    * nodes without ``properties`` (``metadata`` is just ``type: object`` in CRDs, and
-      ``additionalProperties`` maps such as ``resources.limits`` stay as they are),
-    * ``x-kubernetes-embedded-resource`` nodes also allow ``apiVersion``/``kind``/``metadata``.
-
-    ``x-kubernetes-int-or-string`` nodes without an ``anyOf`` get ``anyOf: [integer, string]`` so
-    JSON Schema checks them the way the API server does. The input is not modified.
-    """
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, list):
-            return [walk(x) for x in node]
-        if not isinstance(node, Mapping):
-            return node
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key in ("properties", "patternProperties", "definitions"):
-                out[key] = {k: walk(v) for k, v in value.items()}
-            elif key in ("enum", "required", "default", "example", "x-kubernetes-list-map-keys"):
-                out[key] = copy.deepcopy(value)
-            else:
-                out[key] = walk(value)
-        if node.get("x-kubernetes-int-or-string") and "anyOf" not in node and "type" not in node:
-            out["anyOf"] = copy.deepcopy(_INT_OR_STRING)
-        if (
-            "properties" in node
-            and "additionalProperties" not in node
-            and not node.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            if node.get("x-kubernetes-embedded-resource"):
-                for implicit in ("apiVersion", "kind"):
-                    out["properties"].setdefault(implicit, {"type": "string"})
-                out["properties"].setdefault("metadata", {"type": "object"})
-            out["additionalProperties"] = False
-        return out
-
-    return walk(schema)
-
-
-# ObjectMeta fields a client may set; CRD schemas leave metadata untyped, so this is checked here.
-_OBJECT_META_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[a-z]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63},
-        "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-        "labels": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}},
-        "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-        "generateName": {"type": "string"},
-        "finalizers": {"type": "array", "items": {"type": "string"}},
-        "ownerReferences": {"type": "array", "items": {"type": "object"}},
-        "resourceVersion": {"type": "string"},
-        "uid": {"type": "string"},
-        "generation": {"type": "integer"},
-        "creationTimestamp": {"type": ["string", "null"]},
-        "deletionTimestamp": {"type": "string"},
-        "deletionGracePeriodSeconds": {"type": "integer"},
-        "managedFields": {"type": "array"},
-    },
-    "additionalProperties": False,
-}
-
-
-@functools.lru_cache(maxsize=16)
-def _crd_validator(path: str, version: str) -> Any:
-    import jsonschema
-
-    schema = strict_schema(_load_crd_schema_cached(path, version))
-    schema = {**schema, "properties": {**schema["properties"], "metadata": _OBJECT_META_SCHEMA}}
-    # OpenAPI v3.0 schema objects are a Draft 4 dialect (boolean exclusiveMinimum etc.).
-    return jsonschema.Draft4Validator(schema)
-
-
-def crd_validation_errors(
-    obj: Mapping[str, Any], kind_file: str | os.PathLike[str], version: str
-) -> list[str]:
-    """Every strict-schema violation of ``obj`` as ``"path.to.field: message"`` (empty if valid)."""
-    validator = _crd_validator(str(_resolve_crd_file(kind_file)), version)
-    errors = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
-    out = []
-    for e in errors:
-        where = ".".join(str(p) for p in e.absolute_path) or "<root>"
-        out.append(f"{where}: {e.message}")
-    return out
-
-
-def validate_inference_service(obj: Mapping[str, Any]) -> None:
-    """Check ``obj`` against the strict KServe v0.20.0 InferenceService ``v1beta1`` schema.
-
-    Raises:
-        ConfigError: ``obj`` is not a ``serving.kserve.io/v1beta1`` InferenceService or has
-            fields the CRD does not declare / values of the wrong type; the message lists all.
-    """
-    if obj.get("apiVersion") != API_VERSION or obj.get("kind") != KIND:
-        raise ConfigError(
-            f"expected apiVersion {API_VERSION} kind {KIND}, got "
-            f"{obj.get('apiVersion')!r} {obj.get('kind')!r}"
-        )
-    errors = crd_validation_errors(obj, ISVC_CRD_FILE, VERSION)
-    if errors:
-        name = (obj.get("metadata") or {}).get("name", "?")
-        raise ConfigError(
-            f"InferenceService {name!r} does not match the KServe {KSERVE_SCHEMAS} CRD schema:\n  "
-            + "\n  ".join(errors)
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,17 +270,35 @@ def _conditions_summary(obj: Mapping[str, Any] | None) -> str:
     )
 
 
+@dataclass(frozen=True)
+class RolloutState:
+    """Progress of a predictor Deployment towards one spec.
+
+    ``reconciled``: its pod template carries the spec; ``done``: rolled out; ``failure``: the
+    Deployment reports it cannot progress (e.g. ``ProgressDeadlineExceeded``).
+    """
+
+    reconciled: bool
+    done: bool
+    detail: str
+    failure: str | None = None
+
+
 class KServeTarget:
-    """Deploys a :class:`DeploySpec` as a KServe InferenceService and waits until it is Ready.
+    """Deploys a :class:`DeploySpec` as a KServe InferenceService and waits until it serves.
 
     Args:
         api: A ``kubernetes.client.CustomObjectsApi`` (or a test double with the same methods).
-            When omitted, in-cluster config is loaded, falling back to the kubeconfig.
-        timeout: Seconds to wait for ``Ready``.
+        apps: A ``kubernetes.client.AppsV1Api`` to follow the predictor Deployment's rollout.
+            When both are omitted, in-cluster config is loaded, falling back to the kubeconfig.
+        timeout: Seconds to wait until the new spec serves.
         poll_interval: Seconds between status reads.
         endpoint: ``"address"`` (default): ``status.address.url``, the cluster-local URL, falling
             back to ``status.url``; ``"url"``: ``status.url`` first.
         field_manager: Field manager name recorded by the API server.
+
+    Raises:
+        ConfigError: Only one of ``api`` and ``apps`` is given, or no credentials are found.
     """
 
     name: Literal["kserve"] = "kserve"
@@ -476,19 +307,25 @@ class KServeTarget:
         self,
         api: Any | None = None,
         *,
+        apps: Any | None = None,
         timeout: float = 1800.0,
         poll_interval: float = 5.0,
         endpoint: Literal["address", "url"] = "address",
         field_manager: str = MANAGED_BY,
     ) -> None:
-        self.api = api if api is not None else self._default_api()
+        if (api is None) != (apps is None):
+            raise ConfigError("KServeTarget needs both api (CustomObjectsApi) and apps (AppsV1Api)")
+        if api is None:
+            api, apps = self._default_apis()
+        self.api = api
+        self.apps = apps
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.endpoint = endpoint
         self.field_manager = field_manager
 
     @staticmethod
-    def _default_api() -> Any:
+    def _default_apis() -> tuple[Any, Any]:
         try:
             from kubernetes import client, config
         except ImportError as e:
@@ -505,7 +342,7 @@ class KServeTarget:
                     "no Kubernetes credentials: not running in a pod and no usable kubeconfig "
                     f"(set KUBECONFIG): {e}"
                 ) from e
-        return client.CustomObjectsApi()
+        return client.CustomObjectsApi(), client.AppsV1Api()
 
     # -- API helpers --------------------------------------------------------------------------
 
@@ -516,6 +353,14 @@ class KServeTarget:
             if e.status == 404:
                 return None
             raise _api_error(e, f"reading InferenceService {namespace}/{name}") from e
+
+    def _get_deployment(self, name: str, namespace: str) -> Any | None:
+        try:
+            return self.apps.read_namespaced_deployment(name, namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise _api_error(e, f"reading Deployment {namespace}/{name}") from e
 
     def _apply_once(self, body: dict[str, Any]) -> dict[str, Any]:
         meta = body["metadata"]
@@ -633,37 +478,94 @@ class KServeTarget:
             "neither status.address.url nor status.url"
         )
 
-    def wait_ready(self, name: str, namespace: str, generation: int | None) -> tuple[dict, float]:
-        """Poll until ``Ready`` is True for ``generation``; returns (object, seconds waited).
+    def predictor_rollout(self, name: str, namespace: str, rollout: str | None) -> RolloutState:
+        """How far the predictor Deployment of ISVC ``name`` is in serving the spec ``rollout``.
 
-        Status written for an older generation is ignored (it describes the previous spec),
-        judged by ``status.observedGeneration`` when the controller reports it.
+        Mirrors ``kubectl rollout status`` (kubernetes/kubectl
+        ``pkg/polymorphichelpers/rollout_status.go``, ``DeploymentStatusViewer.Status``), after
+        checking that the pod template carries ``rollout`` (:data:`ROLLOUT_ANNOTATION`).
 
         Raises:
-            DeployError: A failure condition for the current generation, or the object vanished.
-            DeployTimeoutError: Not Ready within ``timeout``; the message has the last conditions.
+            DeployError: The API refused the read.
+        """
+        dep_name = f"{name}{PREDICTOR_SUFFIX}"
+        dep = self._get_deployment(dep_name, namespace)
+        if dep is None:
+            return RolloutState(False, False, f"Deployment {dep_name} not created yet")
+        template = (dep.spec.template.metadata if dep.spec.template else None) or None
+        stamp = ((template.annotations if template else None) or {}).get(ROLLOUT_ANNOTATION)
+        if stamp != rollout:
+            return RolloutState(
+                False, False, f"Deployment {dep_name} still has the previous pod template"
+            )
+        status = dep.status
+        for c in (status.conditions if status else None) or []:
+            if c.type == "Progressing" and c.status == "False":
+                return RolloutState(
+                    True, False, f"Deployment {dep_name}", failure=f"{c.reason}: {c.message}"
+                )
+        observed = (status.observed_generation if status else None) or 0
+        if observed < (dep.metadata.generation or 0):
+            return RolloutState(True, False, f"Deployment {dep_name} spec update not observed yet")
+        desired = 1 if dep.spec.replicas is None else dep.spec.replicas
+        updated = (status.updated_replicas if status else None) or 0
+        total = (status.replicas if status else None) or 0
+        available = (status.available_replicas if status else None) or 0
+        if updated < desired:
+            return RolloutState(True, False, f"{updated} of {desired} new replicas updated")
+        if total > updated:
+            return RolloutState(True, False, f"{total - updated} old replicas still running")
+        if available < updated:
+            return RolloutState(True, False, f"{available} of {updated} new replicas available")
+        return RolloutState(True, True, f"Deployment {dep_name} rolled out ({available} ready)")
+
+    def wait_ready(
+        self,
+        name: str,
+        namespace: str,
+        *,
+        generation: int | None,
+        rollout: str | None,
+        mode: str,
+    ) -> tuple[dict, float]:
+        """Poll until the spec stamped ``rollout`` serves; returns (object, seconds waited).
+
+        Deployment-backed modes (``Standard``/``RawDeployment``): the InferenceService is Ready
+        and its predictor Deployment has rolled out that spec (:meth:`predictor_rollout`);
+        failure conditions count only once the controller has reconciled that spec. ``Knative``:
+        Ready for ``generation``, judged by ``status.observedGeneration``.
+
+        Raises:
+            DeployError: A failure condition for this spec, or the object vanished.
+            DeployTimeoutError: Not serving within ``timeout``; the message has the last state.
         """
         last: dict[str, Any] = {}
-        warned = False
+        progress = "no rollout observed"
 
         def check() -> bool:
-            nonlocal last, warned
+            nonlocal last, progress
             obj = self._get(name, namespace)
             if obj is None:
                 raise DeployError(f"InferenceService {namespace}/{name} was deleted while waiting")
             last = obj
+            if mode in DEPLOYMENT_BACKED_MODES:
+                state = self.predictor_rollout(name, namespace, rollout)
+                progress = state.detail
+                if state.failure:
+                    raise DeployError(
+                        f"InferenceService {namespace}/{name} failed: {state.detail}: "
+                        f"{state.failure}"
+                    )
+                if not state.reconciled:
+                    return False  # status still describes the previous spec
+                failure = self._failure(obj)
+                if failure:
+                    raise DeployError(f"InferenceService {namespace}/{name} failed: {failure}")
+                return state.done and self._ready(obj)
             observed = (obj.get("status") or {}).get("observedGeneration")
-            if generation is not None and observed is not None and observed < generation:
-                return False  # controller has not seen our spec yet
-            if observed is None and not warned:
-                logger.warning(
-                    "InferenceService %s/%s reports no status.observedGeneration; "
-                    "readiness cannot be tied to generation %s",
-                    namespace,
-                    name,
-                    generation,
-                )
-                warned = True
+            if generation is not None and (observed is None or observed < generation):
+                progress = f"generation {generation} not observed yet (observed {observed})"
+                return False
             failure = self._failure(obj)
             if failure:
                 raise DeployError(f"InferenceService {namespace}/{name} failed: {failure}")
@@ -672,38 +574,46 @@ class KServeTarget:
         def on_timeout(message: str) -> BaseException:
             return DeployTimeoutError(
                 f"InferenceService {namespace}/{name} (generation {generation}): {message}; "
-                f"last conditions: {_conditions_summary(last)}"
+                f"rollout: {progress}; last conditions: {_conditions_summary(last)}"
             )
 
         waited = wait_until(
             check,
             timeout=self.timeout,
             interval=self.poll_interval,
-            what=f"InferenceService {namespace}/{name} Ready",
+            what=f"InferenceService {namespace}/{name} to serve its new spec",
             on_timeout=on_timeout,
         )
         return last, waited
 
     # -- DeployTarget -------------------------------------------------------------------------
 
-    def deploy(self, spec: DeploySpec, *, model_dir: str | None = None) -> Deployment:
-        """Create or update the InferenceService for ``spec`` and wait until it is Ready.
+    def deploy(self, spec: DeploySpec) -> Deployment:
+        """Create or update the InferenceService for ``spec`` and wait until the new spec serves.
 
-        ``model_dir`` is ignored: KServe fetches ``spec.storage_uri`` itself.
+        On failure the previous spec is restored (or the new object deleted) before raising.
+
+        Raises:
+            DeployError: The API refused, or the rollout failed.
+            DeployTimeoutError: Not serving within ``timeout``.
         """
-        if model_dir:
-            logger.debug(
-                "KServe target ignores model_dir=%s (uses %s)", model_dir, spec.storage_uri
-            )
         start = time.monotonic()
         before = self._get(spec.name, spec.namespace)
         previous_spec = copy.deepcopy(before["spec"]) if before else None
-        stored = self.apply(build_inference_service(spec))
+        body = build_inference_service(spec)
+        rollout = body["spec"]["predictor"]["annotations"][ROLLOUT_ANNOTATION]
+        stored = self.apply(body)
         generation = (stored.get("metadata") or {}).get("generation")
         try:
-            obj, _ = self.wait_ready(spec.name, spec.namespace, generation)
+            obj, _ = self.wait_ready(
+                spec.name,
+                spec.namespace,
+                generation=generation,
+                rollout=rollout,
+                mode=spec.deployment_mode,
+            )
         except DeployError as e:
-            undone = self._restore(spec.name, spec.namespace, previous_spec)
+            undone = self._restore(spec.name, spec.namespace, previous_spec, spec.deployment_mode)
             raise type(e)(f"{e}; {undone}") from e
         status = obj.get("status") or {}
         return Deployment(
@@ -711,10 +621,13 @@ class KServeTarget:
             name=spec.name,
             endpoint=self._endpoint(obj),
             model=spec.name,
-            ready_seconds=time.monotonic() - start,
+            ready_seconds=round(time.monotonic() - start, 3),
             details={
                 "namespace": spec.namespace,
                 "generation": generation,
+                "rollout": rollout,
+                "deployment_mode": spec.deployment_mode,
+                "storage_uri": spec.storage_uri,
                 "resourceVersion": (obj.get("metadata") or {}).get("resourceVersion"),
                 "url": status.get("url"),
                 "address": (status.get("address") or {}).get("url"),
@@ -722,17 +635,43 @@ class KServeTarget:
             },
         )
 
-    def _restore(self, name: str, namespace: str, previous_spec: dict[str, Any] | None) -> str:
-        """Put back ``previous_spec`` (None: delete the object); returns what was done."""
+    def _restore(
+        self, name: str, namespace: str, previous_spec: dict[str, Any] | None, mode: str
+    ) -> str:
+        """Put back ``previous_spec`` (None: delete the object) and wait until it serves again.
+
+        Returns what was done; a restored spec that does not serve again is reported, not
+        raised, so the error that caused the rollback stays the one the caller sees.
+        """
         if previous_spec is None:
             self._delete(name, namespace)
             return f"deleted the new InferenceService {namespace}/{name}"
-        body = {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec}
-        self.apply(body)
-        return f"restored the previous spec of InferenceService {namespace}/{name}"
+        rollout = ((previous_spec.get("predictor") or {}).get("annotations") or {}).get(
+            ROLLOUT_ANNOTATION
+        )
+        stored = self.apply(
+            {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec}
+        )
+        try:
+            _, waited = self.wait_ready(
+                name,
+                namespace,
+                generation=(stored.get("metadata") or {}).get("generation"),
+                rollout=rollout,
+                mode=mode,
+            )
+        except DeployError as e:
+            return (
+                f"restored the previous spec of InferenceService {namespace}/{name}, but it "
+                f"does not serve again: {e}"
+            )
+        return (
+            f"restored the previous spec of InferenceService {namespace}/{name}; it serves again "
+            f"(after {waited:.0f}s)"
+        )
 
     def rollback(self, deployment: Deployment) -> str:
-        """Undo ``deployment``: restore the spec it replaced, or delete it if it was new.
+        """Undo ``deployment``: restore the spec it replaced and wait for it, or delete it.
 
         Returns:
             What was done, for logs.
@@ -740,8 +679,12 @@ class KServeTarget:
         Raises:
             DeployError: The API refused.
         """
-        namespace = deployment.details.get("namespace", "default")
-        done = self._restore(deployment.name, namespace, deployment.details.get("previous_spec"))
+        done = self._restore(
+            deployment.name,
+            deployment.details.get("namespace", "default"),
+            deployment.details.get("previous_spec"),
+            deployment.details.get("deployment_mode", "Standard"),
+        )
         logger.warning("rolled back: %s", done)
         return done
 

@@ -1,0 +1,174 @@
+"""Deploy policy: which storageUri KServe fetches, where the deployment goes, and the
+deploy/smoke-test entry points the pipeline's components call."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from modelgate.deploy.smoke import smoke_test
+from modelgate.deploy.spec import DeploymentMode, DeploySpec
+from modelgate.deploy.target import Deployment, make_target
+from modelgate.errors import ConfigError, SmokeTestError
+from modelgate.placement import Placement, validated
+from modelgate.storage import KSERVE_SCHEMES, STORE_SCHEMES, scheme_of
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_SCHEME = "model-registry"
+NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def storage_uri_for(
+    *,
+    model_uri: str,
+    target: str,
+    explicit: str | None = None,
+    registry_record: dict[str, Any] | None = None,
+    prefer_registry: bool = False,
+) -> str:
+    """The storageUri the deployment fetches the model from.
+
+    Order: ``explicit``; ``model-registry://<name>/<version>`` when ``prefer_registry`` and the
+    version is registered with an artifact URI KServe can fetch itself (the registry's storage
+    initializer only resolves the name, then downloads that URI); the stored model's URI.
+    A local target serves ``s3://`` and ``file://`` URIs; KServe needs one of
+    :data:`~modelgate.storage.KSERVE_SCHEMES`.
+
+    Raises:
+        ConfigError: No URI the target can fetch; the message names the fix.
+    """
+    fetchable = STORE_SCHEMES if target == "local" else KSERVE_SCHEMES
+    if explicit:
+        scheme = scheme_of(explicit)
+        if scheme not in fetchable and not (target != "local" and scheme == REGISTRY_SCHEME):
+            raise ConfigError(
+                f"storage_uri {explicit!r} cannot be fetched by the {target} target; use one of "
+                f"{', '.join(s + '://' for s in fetchable)}"
+            )
+        return explicit
+    record = registry_record or {}
+    if prefer_registry and target != "local":
+        if record.get("status") != "registered":
+            raise ConfigError(
+                "prefer_registry_uri needs a registered version: set registry_url (or "
+                "MODEL_REGISTRY_URL), or deploy the stored model URI directly"
+            )
+        if scheme_of(model_uri) not in KSERVE_SCHEMES:
+            raise ConfigError(
+                f"the registered artifact URI {model_uri!r} is not one KServe can fetch, so "
+                f"model-registry://{record.get('model_name')}/{record.get('version_name')} would "
+                "resolve to nothing usable: set model_store to an s3:// prefix"
+            )
+        return f"{REGISTRY_SCHEME}://{record['model_name']}/{record['version_name']}"
+    scheme = scheme_of(model_uri)
+    if scheme in fetchable:
+        return model_uri
+    if scheme == "file":
+        raise ConfigError(
+            f"the model is in a local folder ({model_uri}) that a cluster cannot read: set "
+            "model_store to an s3://bucket/prefix the cluster can reach, or pass storage_uri"
+        )
+    raise ConfigError(
+        f"model URI {model_uri!r} cannot be fetched by the {target} target; use a model store "
+        f"({', '.join(s + '://' for s in STORE_SCHEMES)}) or pass storage_uri"
+    )
+
+
+def current_namespace() -> str | None:
+    """The namespace of this pod (from its service-account mount), or None outside a pod."""
+    try:
+        return NAMESPACE_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def deploy_model(
+    *,
+    name: str,
+    model_uri: str,
+    target: str = "kserve",
+    namespace: str | None = None,
+    storage_uri: str | None = None,
+    registry_record: dict[str, Any] | None = None,
+    prefer_registry_uri: bool = False,
+    runtime: str = "vllm-runtime",
+    placement: Placement | dict[str, Any] | None = None,
+    max_model_len: int | None = None,
+    service_account: str | None = None,
+    deployment_mode: DeploymentMode = "Standard",
+    labels: dict[str, str] | None = None,
+    vllm_python: str | None = None,
+    timeout: float = 900.0,
+) -> Deployment:
+    """Deploy the gated model and wait until it serves (the pipeline's deploy step).
+
+    Args:
+        name: InferenceService / served model name (DNS-1035).
+        model_uri: The stored candidate's URI.
+        target: ``kserve`` or ``local``.
+        namespace: Namespace of the InferenceService (None: this pod's, else ``default``).
+        storage_uri: Override of the URI to serve (see :func:`storage_uri_for`).
+        registry_record: The register step's record, as a dict.
+        prefer_registry_uri: Serve ``model-registry://<name>/<version>`` (see above).
+        runtime: ServingRuntime name.
+        placement: GPUs, tolerations, node selector and serving resources.
+        max_model_len: vLLM ``--max-model-len``.
+        service_account: Service account of the predictor (holds the storage secret).
+        deployment_mode: KServe deployment mode.
+        labels: Extra labels of the InferenceService.
+        vllm_python: For ``local``: the interpreter with vLLM.
+        timeout: Seconds to wait until the deployment serves.
+
+    Returns:
+        The deployment.
+
+    Raises:
+        ConfigError: Bad options (each names the fix).
+        DeployError: The deployment failed or timed out (after restoring what it replaced).
+    """
+    spec = validated(
+        DeploySpec,
+        {
+            "name": name,
+            "namespace": namespace or current_namespace() or "default",
+            "storage_uri": storage_uri_for(
+                model_uri=model_uri,
+                target=target,
+                explicit=storage_uri,
+                registry_record=registry_record,
+                prefer_registry=prefer_registry_uri,
+            ),
+            "runtime": runtime,
+            "placement": placement if placement is not None else Placement(),
+            "max_model_len": max_model_len or None,
+            "service_account": service_account or None,
+            "deployment_mode": deployment_mode,
+            "labels": labels or {},
+        },
+        what="deployment",
+    )
+    logger.info("deploying %s from %s to %s", spec.name, spec.storage_uri, target)
+    return make_target(target, vllm_python=vllm_python, startup_timeout=timeout).deploy(spec)
+
+
+def smoke_test_or_rollback(deployment: Deployment, *, prompt: str) -> str:
+    """Smoke-test ``deployment``; on failure roll it back, then raise.
+
+    Returns:
+        The completion text.
+
+    Raises:
+        SmokeTestError: A call failed or returned no text; the message says what the rollback
+            did.
+    """
+    try:
+        return smoke_test(deployment.endpoint, model=deployment.model, prompt=prompt)["completion"]
+    except SmokeTestError as e:
+        done = make_target(deployment.target).rollback(deployment)
+        logger.error("smoke test failed; %s", done)
+        raise SmokeTestError(f"{e}; {done}") from e
+
+
+__all__ = ["current_namespace", "deploy_model", "smoke_test_or_rollback", "storage_uri_for"]
