@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,3 +65,61 @@ def hub_mirror(
 
     with LocalHubMirror(tmp_path_factory.mktemp("hub-repos")) as mirror:
         yield mirror.publish(tiny_model_dir)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3-protocol server on loopback and the environment that points clients at it."""
+
+    endpoint: str
+    env: dict[str, str]
+
+    def make_bucket(self, name: str) -> str:
+        """Create bucket ``name`` (idempotent) and return it."""
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+            region_name=self.env["AWS_DEFAULT_REGION"],
+        )
+        try:
+            client.create_bucket(Bucket=name)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server (``moto[server]``) on a free loopback port for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    from modelgate.processes import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        yield S3Server(
+            endpoint=endpoint,
+            env={
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "modelgate-test",
+                "AWS_SECRET_ACCESS_KEY": "modelgate-test-secret",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+        )
+    finally:
+        server.stop()
+
+
+@pytest.fixture()
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """The S3 server's endpoint and keys in this test's environment."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    return s3_server

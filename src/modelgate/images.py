@@ -32,4 +32,23 @@ BASE_IMAGE = f"{REGISTRY}/modelgate:{TAG}"
 #: vLLM (CUDA) with lm-eval and modelgate: the evaluate step on GPU nodes.
 EVAL_IMAGE = f"{REGISTRY}/modelgate-eval:{TAG}"
 
-__all__ = ["BASE_IMAGE", "EVAL_IMAGE", "REGISTRY", "REGISTRY_ENV", "TAG", "TAG_ENV"]
+#: The KServe ServingRuntime's vLLM image (``manifests/base/servingruntime.yaml``): the release
+#: pinned in requirements/vllm.txt, so local runs and the cluster share vLLM's flag semantics.
+VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+#: Model Registry storage initializer for ``model-registry://`` URIs (the ClusterStorageContainer
+#: in ``manifests/base``): the release of the Python client pinned in requirements/main.txt
+#: (``model-registry==0.3.18``), so both call the REST API ``/api/model_registry/v1`` that
+#: servers serve from v0.3.15 on (v0.3.8 still called ``v1alpha3``). The image moved from
+#: ``ghcr.io/kubeflow/model-registry/`` to ``ghcr.io/kubeflow/hub/`` in v0.3.9.
+REGISTRY_STORAGE_INITIALIZER_IMAGE = "ghcr.io/kubeflow/hub/storage-initializer:v0.3.18"
+
+__all__ = [
+    "BASE_IMAGE",
+    "EVAL_IMAGE",
+    "REGISTRY",
+    "REGISTRY_ENV",
+    "REGISTRY_STORAGE_INITIALIZER_IMAGE",
+    "TAG",
+    "TAG_ENV",
+    "VLLM_IMAGE",
+]

@@ -232,7 +232,10 @@ def s3_client() -> Any:
         s3={"addressing_style": "virtual" if virtual else "path"},
         retries={"max_attempts": 5, "mode": "standard"},
     )
-    return boto3.client("s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None, config=config)
+    # a new session each time: the default one caches credentials from its first use
+    return boto3.session.Session().client(
+        "s3", endpoint_url=os.environ.get(ENDPOINT_ENV) or None, config=config
+    )
 
 
 def _s3_error(e: Exception, *, action: str, bucket: str) -> StorageError:

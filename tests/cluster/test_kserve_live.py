@@ -21,7 +21,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def target():
-    from modelgate.kserve import KServeTarget
+    from modelgate.deploy.kserve import KServeTarget
 
     return KServeTarget(timeout=60, poll_interval=2)
 
@@ -29,25 +29,29 @@ def target():
 @pytest.fixture
 def spec():
     from modelgate.deploy import DeploySpec
+    from modelgate.placement import Placement
 
     return DeploySpec(
         name=f"modelgate-dryrun-{uuid.uuid4().hex[:8]}",
         namespace=os.environ.get("MODELGATE_TEST_NAMESPACE", "default"),
-        storage_uri="model-registry://modelgate-dryrun/v1",
-        accelerator_count=0,
+        storage_uri="s3://modelgate-dryrun/models/m",
+        placement=Placement(accelerator_count=0),
         max_model_len=2048,
     )
 
 
 def test_server_side_dry_run_create(target, spec):
-    from modelgate import kserve
+    from modelgate.deploy.crd import validate_inference_service
+    from modelgate.deploy.kserve import build_inference_service
 
-    body = kserve.build_inference_service(spec)
-    kserve.validate_inference_service(body)  # the offline check agrees first
+    body = build_inference_service(spec)
+    validate_inference_service(body)  # the offline check agrees first
     obj = target.server_dry_run(spec)
     assert obj["kind"] == "InferenceService"
     model = obj["spec"]["predictor"]["model"]
     assert model["storageUri"] == spec.storage_uri
     assert model["runtime"] == spec.runtime
     assert model["args"] == body["spec"]["predictor"]["model"]["args"]
+    # the rollout stamp survives admission: KServe copies it onto the predictor's pods
+    assert obj["spec"]["predictor"]["annotations"] == body["spec"]["predictor"]["annotations"]
     assert target._get(spec.name, spec.namespace) is None  # dry run: nothing stored

@@ -74,9 +74,18 @@ def test_release_gates_deploy_behind_the_gate_output():
     assert "deploy-model" not in spec["root"]["dag"]["tasks"]
 
 
-def test_gpu_settings_are_run_parameters_not_constants():
+def test_gpu_settings_are_run_parameters_of_the_types_the_driver_reads():
+    """The KFP driver reads the accelerator count with GetStringValue(), tolerationJson as a
+    struct or list and nodeSelectorJson as a struct (kubeflow/pipelines backend/src/v2/driver/
+    resolve.go, k8s.go): the parameter types decide whether a GPU pod starts at all."""
     docs = load("release")
     spec, platform = docs[0], docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["accelerator_type"]["parameterType"] == "STRING"
+    assert params["accelerator_count"]["parameterType"] == "STRING"
+    assert params["accelerator_count"]["defaultValue"] == "1"
+    assert params["tolerations"]["parameterType"] == "LIST"
+    assert params["node_selector"]["parameterType"] == "STRUCT"
     for executor in ("exec-evaluate-model", "exec-evaluate-model-2", "exec-quantize-model"):
         resources = spec["deploymentSpec"]["executors"][executor]["container"]["resources"]
         accel = resources["accelerator"]
@@ -85,22 +94,22 @@ def test_gpu_settings_are_run_parameters_not_constants():
         cfg = platform[executor]
         assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "tolerations"
         assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "node_selector"
-    secret = platform["exec-download-model"]["secretAsEnv"][0]
-    assert secret["secretNameParameter"]["componentInputParameter"] == "hf_token_secret"
-    assert secret["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
-    params = spec["root"]["inputDefinitions"]["parameters"]
+    secrets = {
+        s["secretNameParameter"]["componentInputParameter"]: s
+        for s in platform["exec-download-model"]["secretAsEnv"]
+    }
+    assert secrets["hf_token_secret"]["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
+    assert "model_store_secret" in secrets
     for name in (
         "model_id",
+        "model_store",
         "revision",
         "quant_scheme",
         "eval_tasks",
         "thresholds",
         "deploy_target",
-        "accelerator_type",
-        "accelerator_count",
-        "tolerations",
-        "node_selector",
         "hf_token_secret",
+        "model_store_secret",
     ):
         assert name in params, name
 

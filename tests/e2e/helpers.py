@@ -20,10 +20,16 @@ def vllm_python() -> str:
     return python
 
 
-def run_cli(*args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-    """Run ``modelgate`` in a subprocess (the way users do) and capture its output."""
+def run_cli(
+    *args: str, timeout: float = 1200, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``modelgate`` in a subprocess (the way users do) and capture its output.
+
+    ``env`` adds to this process's environment.
+    """
     env = {
         **os.environ,
+        **(env or {}),
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),
         "COLUMNS": "200",
         "NO_COLOR": "1",

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.download import MANIFEST_NAME, DownloadManifest, download_model, sha256_file
+from modelgate.download import (
+    MANIFEST_NAME,
+    DownloadManifest,
+    download_model,
+    download_to_store,
+    sha256_file,
+)
 from modelgate.errors import DownloadError, UnsafeWeightsError
+from modelgate.storage import fetch, open_store
 from modelgate.testing.hub_mirror import publish_model
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +67,7 @@ def pickle_repo(hub_mirror, tiny_model_dir, tmp_path_factory):
 def test_pickle_only_repo_is_refused_before_download(hub_mirror, pickle_repo, tmp_path):
     with pytest.raises(UnsafeWeightsError, match="allow_pickle"):
         download_model(pickle_repo, target_dir=tmp_path / "m", endpoint=hub_mirror.endpoint)
-    assert not any((tmp_path / "m").iterdir())
+    assert not (tmp_path / "m").exists()
 
 
 def test_pickle_only_repo_downloads_when_allowed(hub_mirror, pickle_repo, tmp_path):
@@ -80,3 +87,39 @@ def test_unknown_repo_and_revision_are_clear_errors(hub_mirror, tmp_path):
             revision="no-such-branch",
             endpoint=hub_mirror.endpoint,
         )
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_download_to_store_writes_once_per_commit(kind, hub_mirror, tmp_path, request):
+    if kind == "s3":
+        s3 = request.getfixturevalue("s3_env")
+        store = f"s3://{s3.make_bucket('downloads')}/models"
+    else:
+        store = (tmp_path / "store").as_uri()
+    first = download_to_store(hub_mirror.repo_id, store=store, endpoint=hub_mirror.endpoint)
+    assert not first.reused
+    assert first.uri.startswith(store) and f"/{hub_mirror.commit_sha}/base-" in first.uri
+    assert first.manifest.commit_sha == hub_mirror.commit_sha
+    folder = fetch(first.uri, dest=tmp_path / "fetched")
+    for entry in first.manifest.files:
+        assert sha256_file(folder / entry.path) == entry.sha256
+    assert not (folder / ".cache").exists()  # huggingface_hub's bookkeeping is not stored
+    again = download_to_store(hub_mirror.repo_id, store=store, endpoint=hub_mirror.endpoint)
+    assert again.reused and again.uri == first.uri and again.manifest == first.manifest
+    # another file selection is another folder
+    narrow = download_to_store(
+        hub_mirror.repo_id,
+        store=store,
+        endpoint=hub_mirror.endpoint,
+        allow_patterns=["*.json", "*.safetensors"],
+    )
+    assert not narrow.reused and narrow.uri != first.uri
+
+
+def test_refused_download_stores_nothing(hub_mirror, pickle_repo, tmp_path):
+    store = open_store((tmp_path / "store").as_uri())
+    with pytest.raises(UnsafeWeightsError):
+        download_to_store(pickle_repo, store=store.root, endpoint=hub_mirror.endpoint)
+    assert not (tmp_path / "store").exists() or not any(
+        p for p in (tmp_path / "store").rglob("*") if p.is_file()
+    )

@@ -1,5 +1,10 @@
 """The release pipeline end to end on this machine: kfp.local with the real olah mirror,
-llm-compressor, lm-eval, vLLM and the Model Registry client (against the REST double)."""
+llm-compressor, lm-eval, vLLM and the Model Registry client (against the REST double).
+
+The passing release writes its models to an S3-protocol server (moto, on loopback) and the
+local deploy target fetches the served model from there with KServe's own downloader
+(kserve-storage), as an InferenceService's storage initializer would; the failing release uses
+the default local model store."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK, demo_thresholds
-from modelgate.serving import pid_alive
+from modelgate.processes import pid_alive
 from modelgate.testing.hub_mirror import publish_model
 from tests.doubles.model_registry import FakeModelRegistry
 from tests.e2e.helpers import run_cli, vllm_python
@@ -26,10 +31,13 @@ def release_args(
     scheme: str,
     registry_url: str,
     repo_id: str | None = None,
+    model_store: str | None = None,
 ) -> list[str]:
+    store = ["--model-store", model_store] if model_store else []
     return [
         "run",
         "--local",
+        *store,
         "--model-id",
         repo_id or hub_mirror.repo_id,
         "--hf-endpoint",
@@ -60,7 +68,7 @@ def release_args(
 
 
 def task_output(root: Path, task: str) -> dict:
-    (run_dir,) = [p for p in root.iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in root.iterdir() if p.is_dir() and p.name != "model-store"]
     path = run_dir / task / "executor_output.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
@@ -72,9 +80,13 @@ def registry():
     fake.stop()
 
 
+STORE_BUCKET = "release-models"
+
+
 @pytest.fixture(scope="module")
-def passing_run(hub_mirror, addition_task_dir, registry, tmp_path_factory):
+def passing_run(hub_mirror, addition_task_dir, registry, s3_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("release-pass")
+    s3_server.make_bucket(STORE_BUCKET)
     proc = run_cli(
         *release_args(
             hub_mirror,
@@ -83,7 +95,9 @@ def passing_run(hub_mirror, addition_task_dir, registry, tmp_path_factory):
             thresholds=demo_thresholds(),
             scheme="FP8_DYNAMIC",
             registry_url=registry.url,
-        )
+            model_store=f"s3://{STORE_BUCKET}/modelgate",
+        ),
+        env=s3_server.env,
     )
     return proc, root
 
@@ -132,9 +146,47 @@ def test_release_passes_gate_and_serves_a_completion(passing_run):
     assert completion.strip()
     assert f"vLLM completion for '2+3=': {completion!r}" in out
     assert "release succeeded" in out
-    # the local server is gone afterwards
+    # the local server and the folder KServe's downloader filled are gone afterwards
     deployment = json.loads(task_output(root, "deploy-model")["parameterValues"]["deployment"])
     assert not pid_alive(int(deployment["details"]["pid"]))
+    assert not Path(deployment["details"]["model_dir"]).exists()
+
+
+def test_release_writes_each_model_once_to_s3_and_serves_it_from_there(passing_run, s3_server):
+    import boto3
+
+    proc, root = passing_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"model store: s3://{STORE_BUCKET}/modelgate" in proc.stdout
+    download = task_output(root, "download-model")["parameterValues"]
+    quantize = task_output(root, "quantize-model")["parameterValues"]
+    assert download["model_uri"].startswith(f"s3://{STORE_BUCKET}/modelgate/modelgate--tiny-llama/")
+    assert quantize["model_uri"].startswith(f"s3://{STORE_BUCKET}/modelgate/")
+    assert "/fp8_dynamic-" in quantize["model_uri"]
+    client = boto3.client("s3", endpoint_url=s3_server.endpoint, **_keys(s3_server))
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=STORE_BUCKET)["Contents"]]
+    folders = {k.rsplit("/", 1)[0] for k in keys if k.endswith("modelgate-store.json")}
+    base, candidate = (
+        u.split(f"{STORE_BUCKET}/", 1)[1] for u in (download["model_uri"], quantize["model_uri"])
+    )
+    assert {base, candidate} <= folders
+    assert any(k.startswith(base + "/") and k.endswith(".safetensors") for k in keys)
+    # the task folder travelled through the store, not as a path of this machine
+    assert any("/inputs/tasks-" in f for f in folders)
+    # the artifact store holds only small things
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert not path.name.endswith(".safetensors"), path
+    deployment = json.loads(task_output(root, "deploy-model")["parameterValues"]["deployment"])
+    assert deployment["details"]["storage_uri"] == quantize["model_uri"]
+
+
+def _keys(server) -> dict[str, str]:
+    return {
+        "aws_access_key_id": server.env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": server.env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": server.env["AWS_DEFAULT_REGION"],
+    }
 
 
 def test_release_registers_lineage_and_gate_decision(passing_run, hub_mirror, registry):
@@ -142,7 +194,8 @@ def test_release_registers_lineage_and_gate_decision(passing_run, hub_mirror, re
     assert proc.returncode == 0, proc.stdout
     record = json.loads(task_output(root, "register-candidate")["parameterValues"]["record"])
     assert record["status"] == "registered"
-    version = registry.find_model_version(hub_mirror.repo_id, record["version_name"])
+    assert record["model_name"] == "modelgate--tiny-llama"  # slash-free; the Hub id is lineage
+    version = registry.find_model_version(record["model_name"], record["version_name"])
     props = registry.plain_properties(version)
     assert props["source_repo"] == hub_mirror.repo_id
     assert props["source_commit"] == hub_mirror.commit_sha
@@ -151,7 +204,8 @@ def test_release_registers_lineage_and_gate_decision(passing_run, hub_mirror, re
     assert props["modelgate.stage"] == "gate-passed"
     assert props[f"eval.{DEMO_TASK}/acc"] > 0.3
     (artifact,) = registry.artifacts_of(version["id"])
-    assert artifact["uri"].endswith("quantized")
+    # the registered artifact is the stored candidate KServe can fetch
+    assert artifact["uri"] == task_output(root, "quantize-model")["parameterValues"]["model_uri"]
 
 
 def test_failing_gate_stops_before_deploy_and_exits_non_zero(failing_run, registry):
@@ -168,6 +222,6 @@ def test_failing_gate_stops_before_deploy_and_exits_non_zero(failing_run, regist
         assert "not run" in line, line
     assert not task_output(root, "deploy-model")
     record = json.loads(task_output(root, "register-candidate")["parameterValues"]["record"])
-    version = registry.find_model_version(UNTRAINED_REPO, record["version_name"])
+    version = registry.find_model_version(record["model_name"], record["version_name"])
     props = registry.plain_properties(version)
     assert props["gate.passed"] is False and props["modelgate.stage"] == "gate-failed"

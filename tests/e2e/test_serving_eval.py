@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from modelgate.deploy import DeploySpec
+from modelgate.deploy.local import LocalVLLMTarget
+from modelgate.deploy.smoke import smoke_test
 from modelgate.evaluate import evaluate_model
-from modelgate.serving import LocalVLLMTarget, pid_alive, smoke_test
+from modelgate.processes import pid_alive
+from modelgate.storage import FileStore
 from modelgate.testing.tasks import ADDITION_TASK_NAME
 from tests.e2e.helpers import vllm_python
 
@@ -15,10 +20,12 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def served(tiny_model_dir, tmp_path_factory):
+    store = FileStore(tmp_path_factory.mktemp("store"))
+    with store.writer("tiny") as folder:
+        shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
     target = LocalVLLMTarget(python=vllm_python(), log_dir=str(tmp_path_factory.mktemp("vllm")))
     deployment = target.deploy(
-        DeploySpec(name="tiny", storage_uri="file:///unused", max_model_len=128),
-        model_dir=str(tiny_model_dir),
+        DeploySpec(name="tiny", storage_uri=store.uri("tiny"), max_model_len=128)
     )
     yield deployment
     target.teardown(deployment)

@@ -71,7 +71,22 @@ def test_render_prints_a_validated_inference_service():
     predictor = isvc["spec"]["predictor"]
     assert predictor["model"]["storageUri"] == "pvc://models/tiny"
     assert predictor["model"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "--tensor-parallel-size=2" in predictor["model"]["args"]
     assert predictor["nodeSelector"] == {"pool": "gpu"}
+    assert predictor["serviceAccountName"] == "modelgate-model-reader"
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Standard"
+
+
+def test_render_names_the_mode_as_older_kserve_does_and_refuses_unfetchable_uris():
+    result = runner.invoke(
+        app, ["render", "--name", "tiny", "--storage-uri", "s3://b/m", "--kserve-version", "0.15"]
+    )
+    assert result.exit_code == 0, result.output
+    isvc = yaml.safe_load(result.output)
+    assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "RawDeployment"
+    result = runner.invoke(app, ["render", "--name", "tiny", "--storage-uri", "minio://b/m"])
+    assert result.exit_code != 0
+    assert "cannot be fetched by the kserve target" in str(result.exception)
 
 
 def test_summary_shows_skipped_and_not_run_steps_as_such(capsys):
@@ -79,7 +94,7 @@ def test_summary_shows_skipped_and_not_run_steps_as_such(capsys):
     from pipelines.local import RunResult, StepResult
 
     steps = [
-        StepResult("download", "download", "success", 0.7, {"Output": "019372c4d53a" * 3}),
+        StepResult("download", "download", "success", 0.7, {"commit_sha": "019372c4d53a" * 3}),
         StepResult(
             "register-candidate",
             "register candidate",

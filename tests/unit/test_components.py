@@ -9,7 +9,7 @@ import pytest
 from components import smoke_test
 from modelgate.deploy import Deployment
 from modelgate.errors import SmokeTestError
-from modelgate.serving import free_port, pid_alive
+from modelgate.processes import free_port, pid_alive
 
 pytestmark = pytest.mark.unit
 
@@ -29,12 +29,7 @@ def test_failed_smoke_test_rolls_back_the_local_server():
             details={"pid": server.pid},
         )
         with pytest.raises(SmokeTestError, match="stopped the local vLLM server"):
-            smoke_test.python_func(
-                endpoint=endpoint,
-                served_model="tiny",
-                deployment=json.dumps(deployment.__dict__),
-                target="local",
-            )
+            smoke_test.python_func(deployment=json.dumps(deployment.__dict__))
         server.wait(timeout=30)
         assert not pid_alive(server.pid)
     finally:

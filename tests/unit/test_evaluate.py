@@ -1,5 +1,7 @@
 """lm-eval result parsing, task resolution and backend arguments."""
 
+import os
+
 import pytest
 
 from modelgate.errors import ConfigError, EvaluationError
@@ -84,7 +86,8 @@ def test_model_args_per_backend():
         "dtype": "float32",
     }
     vllm = build_model_args("vllm", model="/m", max_length=512)
-    assert vllm["max_model_len"] == 512
+    assert vllm["max_model_len"] == 512 and vllm["tensor_parallel_size"] == 1
+    assert build_model_args("vllm", model="/m", tensor_parallel_size=4)["tensor_parallel_size"] == 4
     with pytest.raises(ConfigError, match="base_url"):
         build_model_args("local-completions", model="tiny")
 
@@ -94,3 +97,49 @@ def test_bad_backend_and_missing_model_dir(tmp_path):
         evaluate_model(str(tmp_path), backend="openai", tasks=["arc_easy"])
     with pytest.raises(ConfigError, match="does not exist"):
         evaluate_model(str(tmp_path / "nope"), backend="hf", tasks=["arc_easy"])
+
+
+def test_stored_task_folder_gets_its_data_paths_fixed(tmp_path):
+    """A task folder written on another machine names its data by that machine's path."""
+    import yaml
+
+    from modelgate.evaluate import prepare_task_dir
+    from modelgate.storage import FileStore, stage_input
+
+    src = tmp_path / "tasks"
+    src.mkdir()
+    (src / "data.jsonl").write_text('{"q": 1}\n')
+    (src / "extra.jsonl").write_text('{"q": 2}\n')
+    task = {
+        "task": "t",
+        "dataset_path": "json",
+        "dataset_kwargs": {
+            "data_files": {
+                "test": "/home/someone/tasks/data.jsonl",  # absent here: same name in the folder
+                "train": "extra.jsonl",  # relative to the folder
+                "validation": "hf://datasets/org/x/v.jsonl",  # remote: kept
+            }
+        },
+    }
+    (src / "t.yaml").write_text(yaml.safe_dump(task))
+    uri = stage_input(FileStore(tmp_path / "store"), src, kind="tasks")
+    folder = prepare_task_dir(uri)
+    files = yaml.safe_load((folder / "t.yaml").read_text())["dataset_kwargs"]["data_files"]
+    assert files == {
+        "test": str(folder / "data.jsonl"),
+        "train": str(folder / "extra.jsonl"),
+        "validation": "hf://datasets/org/x/v.jsonl",
+    }
+    with pytest.raises(ConfigError, match="does not exist here"):
+        prepare_task_dir(str(tmp_path / "elsewhere"))
+
+
+def test_offline_is_asked_for_not_forced(tmp_path, monkeypatch):
+    for key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_ENDPOINT"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ConfigError, match="does not exist here"):
+        evaluate_model(str(tmp_path / "nope"), backend="hf", tasks=["x"], hf_endpoint="http://m")
+    assert "HF_HUB_OFFLINE" not in os.environ and os.environ["HF_ENDPOINT"] == "http://m"
+    with pytest.raises(ConfigError):
+        evaluate_model(str(tmp_path / "nope"), backend="hf", tasks=["x"], offline=True)
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["HF_DATASETS_OFFLINE"] == "1"

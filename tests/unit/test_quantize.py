@@ -101,3 +101,32 @@ def test_calibration_formats(tmp_path):
         load_calibration_texts(str(path), tokenizer=Tok(), num_samples=10)
     with pytest.raises(ConfigError, match="does not exist"):
         load_calibration_texts(str(tmp_path / "x.jsonl"), tokenizer=Tok(), num_samples=10)
+
+
+def test_quantize_to_store_writes_once_per_recipe(random_model, tmp_path, calibration):
+    import shutil
+
+    from modelgate.quantize import quantize_to_store
+    from modelgate.storage import FileStore, fetch, stage_input
+
+    store = FileStore(tmp_path / "store")
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    with store.writer(f"org--m/{sha}/base-000000000000") as folder:
+        shutil.copytree(random_model, folder, dirs_exist_ok=True)
+    base = store.uri(f"org--m/{sha}/base-000000000000")
+    common = {"store": store.root, "repo_id": "org/m", "commit_sha": sha}
+    none = quantize_to_store(base, scheme="none", **common)
+    assert none.uri == base and none.reused  # nothing copied for "none"
+    first = quantize_to_store(base, scheme="FP8_DYNAMIC", **common)
+    assert not first.reused and "/fp8_dynamic-" in first.uri and "FP8_DYNAMIC" in first.recipe
+    assert (fetch(first.uri) / "recipe.yaml").is_file()
+    again = quantize_to_store(base, scheme="FP8_DYNAMIC", **common)
+    assert again.reused and again.uri == first.uri and again.recipe == first.recipe
+    staged = stage_input(store, calibration, kind="calibration")
+    w4 = quantize_to_store(base, scheme="W4A16", calibration=staged, **common)
+    other = quantize_to_store(
+        base, scheme="W4A16", calibration=staged, num_calibration_samples=4, **common
+    )
+    assert len({first.uri, w4.uri, other.uri}) == 3  # another recipe is another folder
+    with pytest.raises(ConfigError, match="needs calibration data"):
+        quantize_to_store(base, scheme="W8A8", **common)

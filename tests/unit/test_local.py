@@ -1,4 +1,5 @@
-"""Local serving helpers and the smoke test against a stand-in OpenAI server."""
+"""The local target (KServe-style fetch, vLLM start-up) and the smoke test against a stand-in
+OpenAI server."""
 
 import json
 import sys
@@ -8,8 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from modelgate.deploy import DeploySpec
-from modelgate.errors import ConfigError, DeployError, SmokeTestError
-from modelgate.serving import LocalVLLMTarget, resolve_vllm_python, smoke_test
+from modelgate.deploy.local import LocalVLLMTarget, resolve_vllm_python
+from modelgate.deploy.smoke import smoke_test
+from modelgate.errors import ConfigError, DeployError, SmokeTestError, StorageError
+from modelgate.storage import FileStore
 
 pytestmark = pytest.mark.unit
 
@@ -74,21 +77,39 @@ def test_vllm_python_must_exist(monkeypatch, tmp_path):
         resolve_vllm_python(str(tmp_path / "python"))
 
 
+def _stored_model(tmp_path, files):
+    store = FileStore(tmp_path / "store")
+    with store.writer("org--m/abc1234/base-0123456789ab") as folder:
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    return store.uri("org--m/abc1234/base-0123456789ab")
+
+
 def test_server_that_dies_at_start_reports_its_log(tmp_path):
-    model = tmp_path / "model"
-    model.mkdir()
-    (model / "config.json").write_text("{}")
+    uri = _stored_model(tmp_path, {"config.json": "{}"})
     # this interpreter has no vLLM: the server exits at once with ModuleNotFoundError
     target = LocalVLLMTarget(python=sys.executable, log_dir=str(tmp_path), startup_timeout=60)
-    spec = DeploySpec(name="tiny", storage_uri="file:///x")
+    spec = DeploySpec(name="tiny", storage_uri=uri)
     with pytest.raises(DeployError, match="(?s)exited with code 1.*No module named .vllm"):
-        target.deploy(spec, model_dir=str(model))
-    cmd = target.command(spec, model_dir=str(model), port=1234)
+        target.deploy(spec)
+    cmd = target.command(spec, model_dir=str(tmp_path), port=1234)
     assert cmd[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
     assert "--enforce-eager" in cmd and "--served-model-name=tiny" in cmd
+    # the folder KServe's downloader filled is removed with the failed deployment
+    assert not list(tmp_path.glob("tiny-models-*"))
 
 
-def test_deploy_needs_a_model_dir(tmp_path):
-    target = LocalVLLMTarget(python=sys.executable)
+def test_deploy_needs_a_model_folder(tmp_path):
+    uri = _stored_model(tmp_path, {"weights.txt": "x"})
+    target = LocalVLLMTarget(python=sys.executable, log_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="config.json"):
-        target.deploy(DeploySpec(name="tiny", storage_uri="file:///x"), model_dir=str(tmp_path))
+        target.deploy(DeploySpec(name="tiny", storage_uri=uri))
+
+
+def test_deploy_refuses_an_incomplete_folder(tmp_path):
+    folder = tmp_path / "half"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # no marker: a write that did not finish
+    target = LocalVLLMTarget(python=sys.executable, log_dir=str(tmp_path))
+    with pytest.raises(StorageError, match="not a complete model folder"):
+        target.deploy(DeploySpec(name="tiny", storage_uri=folder.as_uri()))

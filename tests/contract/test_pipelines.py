@@ -1,0 +1,124 @@
+"""Every compiled pipeline, resolved the way the KFP v2 driver resolves it (``kfp_driver``).
+
+kfp.local ignores platform settings, resources and caching; these tests read what a cluster
+would do with the committed YAML, for the run arguments users give in the UI or the API:
+
+* GPU steps get the GPUs, tolerations and node selector the user asked for (the driver reads
+  the accelerator count with ``GetStringValue()``, ``tolerationJson`` as struct or list,
+  ``nodeSelectorJson`` as a struct: kubeflow/pipelines ``backend/src/v2/driver/resolve.go`` and
+  ``k8s.go``, as modelled in ``kfp_driver``);
+* every pod requests CPU and memory, and the steps that hold a model get a work volume;
+* caching is off where a cached result would be wrong (side effects, moving revisions);
+* models travel as store URIs (strings), never as artifacts through the artifact store.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from modelgate.placement import Placement
+from pipelines import PIPELINE_MODULES, PIPELINES_DIR
+from tests.contract.kfp_driver import PodPlan, load, resolve_file
+
+pytestmark = pytest.mark.contract
+
+TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+REQUIRED = {"model_id": "org/model", "model_store": "s3://models/modelgate"}
+#: what a platform engineer enters for a 2-GPU H100 pool (UI: LIST/STRUCT parameters are JSON)
+GPU_RUN = {
+    **REQUIRED,
+    "accelerator_count": "2",
+    "tolerations": [TOLERATION],
+    "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+}
+#: steps whose result must not come from KFP's cache
+UNCACHED = {
+    "download",
+    "register candidate",
+    "record evaluation",
+    "deploy",
+    "smoke test",
+    "stop promotion",
+}
+GPU_STEPS = {"quantize", "evaluate base", "evaluate candidate"}
+MODEL_STEPS = {"download": "download", "quantize": "quantize", "evaluate": "evaluate"}
+
+
+def _plans(name: str, arguments: dict) -> list[PodPlan]:
+    return list(resolve_file(PIPELINES_DIR / f"{name}.yaml", arguments).values())
+
+
+@pytest.fixture(scope="module", params=PIPELINE_MODULES)
+def pipeline(request) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("arguments", [REQUIRED, GPU_RUN], ids=["defaults", "gpu-pool"])
+def test_the_driver_accepts_every_task_and_drops_nothing(pipeline, arguments):
+    for plan in _plans(pipeline, arguments):
+        assert not plan.errors, (plan.display_name, plan.errors)
+        assert not plan.warnings, (plan.display_name, plan.warnings)
+
+
+def test_gpu_steps_get_what_the_user_asked_for(pipeline):
+    plans = {p.display_name: p for p in _plans(pipeline, GPU_RUN)}
+    gpu_steps = GPU_STEPS & set(plans)
+    assert gpu_steps, "a pipeline without GPU steps"
+    for name in gpu_steps:
+        plan = plans[name]
+        assert plan.limits.get("nvidia.com/gpu") == "2", (name, plan.limits)
+        assert plan.tolerations == [TOLERATION], name
+        assert plan.node_selector == GPU_RUN["node_selector"], name
+    for name, plan in plans.items():
+        if name not in gpu_steps:
+            assert "nvidia.com/gpu" not in plan.limits, name
+
+
+def test_defaults_request_one_gpu_of_the_default_type(pipeline):
+    for plan in _plans(pipeline, REQUIRED):
+        if plan.display_name in GPU_STEPS:
+            assert plan.limits.get("nvidia.com/gpu") == "1", plan.display_name
+            assert plan.tolerations == [] and plan.node_selector == {}
+
+
+def test_every_pod_requests_cpu_and_memory_and_heavy_steps_get_a_work_volume(pipeline):
+    placement = Placement()
+    for plan in _plans(pipeline, REQUIRED):
+        assert plan.requests.get("cpu") and plan.requests.get("memory"), plan.display_name
+        assert plan.limits.get("memory"), plan.display_name
+        step = next((s for k, s in MODEL_STEPS.items() if plan.display_name.startswith(k)), None)
+        if step is None:
+            assert not plan.ephemeral_volumes, plan.display_name
+            continue
+        (volume,) = plan.ephemeral_volumes
+        assert volume["size"] == placement.resources(step).work_volume
+        assert volume["mount_path"] == "/mnt/work"
+        assert plan.requests["memory"] == placement.resources(step).memory
+
+
+def test_caching_is_off_where_a_cached_result_would_be_wrong(pipeline):
+    for plan in _plans(pipeline, REQUIRED):
+        if plan.display_name in UNCACHED:
+            assert not plan.cache_enabled, plan.display_name
+
+
+def test_steps_that_touch_the_model_store_get_its_secret(pipeline):
+    for plan in _plans(pipeline, REQUIRED):
+        envs = {e["env"]: e for e in plan.secret_env}
+        if any(plan.display_name.startswith(k) for k in MODEL_STEPS):
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+                assert envs[key]["secret"] == "modelgate-model-store", plan.display_name
+                assert envs[key]["optional"] is True
+        if plan.display_name in ("download", "evaluate base", "evaluate candidate"):
+            assert envs["HF_TOKEN"]["secret"] == "hf-token"
+
+
+def test_models_travel_as_store_uris_not_artifacts(pipeline):
+    spec = load(PIPELINES_DIR / f"{pipeline}.yaml")[0]
+    for name, comp in spec["components"].items():
+        for direction in ("inputDefinitions", "outputDefinitions"):
+            for art in (comp.get(direction) or {}).get("artifacts", {}).values():
+                assert art["artifactType"]["schemaTitle"] != "system.Model", name
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["model_store"]["parameterType"] == "STRING"
+    assert "defaultValue" not in params["model_store"], "model_store must be given"
