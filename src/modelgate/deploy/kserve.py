@@ -22,6 +22,11 @@ Readiness
     inferenceservice/components/predictor.go``) and waits until the Deployment's template carries
     that hash and it has rolled out the way ``kubectl rollout status`` judges it (its own
     ``observedGeneration``, updated == available == desired replicas, no old replicas left).
+    Failures count only when they are about that spec: the Deployment's ``Progressing=False``
+    unless it was already reported before the spec was applied (a rollback to an existing
+    ReplicaSet keeps the previous rollout's ``ProgressDeadlineExceeded`` for a while), and the
+    InferenceService's conditions once KServe wrote them after the Deployment controller
+    observed the new template.
     In ``Knative`` mode the InferenceService's own ``observedGeneration`` and ``Ready`` are used.
 
 Endpoint
@@ -98,6 +103,9 @@ _FATAL_REASONS = frozenset(
     }
 )
 _FATAL_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
+# Reasons KServe copies from the predictor Deployment's conditions; in Deployment-backed modes the
+# Deployment itself is read instead (KServeTarget.predictor_rollout).
+_DEPLOYMENT_REASONS = frozenset({"ProgressDeadlineExceeded"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,9 +176,17 @@ def _resources(spec: DeploySpec) -> dict[str, Any]:
 
 
 def rollout_hash(isvc_spec: Mapping[str, Any]) -> str:
-    """A hash of an InferenceService ``spec`` without its own rollout stamp."""
+    """A hash of an InferenceService ``spec`` without its own rollout stamp.
+
+    ``rollout_hash(build_inference_service(spec)["spec"])`` is the stamp the spec carries.
+    """
     body = copy.deepcopy(dict(isvc_spec))
-    (body.get("predictor") or {}).get("annotations", {}).pop(ROLLOUT_ANNOTATION, None)
+    predictor = body.get("predictor") or {}
+    annotations = predictor.get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(ROLLOUT_ANNOTATION, None)
+        if not annotations:  # the stamp was computed before the annotations were added
+            del predictor["annotations"]
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -274,14 +290,32 @@ def _conditions_summary(obj: Mapping[str, Any] | None) -> str:
 class RolloutState:
     """Progress of a predictor Deployment towards one spec.
 
-    ``reconciled``: its pod template carries the spec; ``done``: rolled out; ``failure``: the
-    Deployment reports it cannot progress (e.g. ``ProgressDeadlineExceeded``).
+    ``reconciled``: its pod template carries the spec; ``observed``: the Deployment controller
+    has seen that template (``status.observedGeneration`` >= ``generation``, the Deployment's
+    ``metadata.generation``); ``done``: rolled out; ``failure``: the Deployment reports it cannot
+    progress (e.g. ``ProgressDeadlineExceeded``).
     """
 
     reconciled: bool
     done: bool
     detail: str
     failure: str | None = None
+    observed: bool = False
+    generation: int | None = None
+
+
+def _stall(dep: Any) -> str | None:
+    """An identity of the Deployment's ``Progressing=False`` condition, or None without one.
+
+    The Deployment controller keeps a ``ProgressDeadlineExceeded`` condition unchanged (same
+    transition time) until a rollout progresses again, so the identity tells a condition that was
+    already there before a rollout started from one this rollout caused.
+    """
+    status = getattr(dep, "status", None)
+    for c in (status.conditions if status else None) or []:
+        if c.type == "Progressing" and c.status == "False":
+            return f"{c.reason}|{c.message}|{c.last_transition_time}"
+    return None
 
 
 class KServeTarget:
@@ -440,7 +474,7 @@ class KServeTarget:
     # -- readiness ----------------------------------------------------------------------------
 
     @staticmethod
-    def _failure(obj: Mapping[str, Any]) -> str | None:
+    def _failure(obj: Mapping[str, Any], ignore: frozenset[str] = frozenset()) -> str | None:
         status = obj.get("status") or {}
         model_status = status.get("modelStatus") or {}
         if model_status.get("transitionStatus") in _FATAL_TRANSITIONS:
@@ -452,7 +486,7 @@ class KServeTarget:
         for c in status.get("conditions") or []:
             ctype, cstatus, reason = c.get("type", ""), c.get("status"), c.get("reason", "")
             failed_type = ctype.endswith("Failed") and cstatus == "True"
-            failed_reason = cstatus == "False" and reason in _FATAL_REASONS
+            failed_reason = cstatus == "False" and reason in _FATAL_REASONS - ignore
             if failed_type or failed_reason:
                 return f"{ctype}={cstatus} ({reason}): {c.get('message', '')}".rstrip(": ")
         return None
@@ -478,12 +512,18 @@ class KServeTarget:
             "neither status.address.url nor status.url"
         )
 
-    def predictor_rollout(self, name: str, namespace: str, rollout: str | None) -> RolloutState:
+    def predictor_rollout(
+        self, name: str, namespace: str, rollout: str | None, *, stale_stall: str | None = None
+    ) -> RolloutState:
         """How far the predictor Deployment of ISVC ``name`` is in serving the spec ``rollout``.
 
         Mirrors ``kubectl rollout status`` (kubernetes/kubectl
         ``pkg/polymorphichelpers/rollout_status.go``, ``DeploymentStatusViewer.Status``), after
-        checking that the pod template carries ``rollout`` (:data:`ROLLOUT_ANNOTATION`).
+        checking that the pod template carries ``rollout`` (:data:`ROLLOUT_ANNOTATION`): nothing in
+        the status counts before the Deployment controller has observed the template, and a
+        ``Progressing=False`` condition is fatal unless it is ``stale_stall`` (see :func:`_stall`;
+        after a rollback to an existing ReplicaSet the controller keeps the previous rollout's
+        ``ProgressDeadlineExceeded`` until the rollout completes).
 
         Raises:
             DeployError: The API refused the read.
@@ -499,25 +539,72 @@ class KServeTarget:
                 False, False, f"Deployment {dep_name} still has the previous pod template"
             )
         status = dep.status
-        for c in (status.conditions if status else None) or []:
-            if c.type == "Progressing" and c.status == "False":
-                return RolloutState(
-                    True, False, f"Deployment {dep_name}", failure=f"{c.reason}: {c.message}"
-                )
+        generation = dep.metadata.generation or 0
         observed = (status.observed_generation if status else None) or 0
-        if observed < (dep.metadata.generation or 0):
-            return RolloutState(True, False, f"Deployment {dep_name} spec update not observed yet")
+        if observed < generation:
+            return RolloutState(
+                True,
+                False,
+                f"Deployment {dep_name} spec update not observed yet",
+                generation=generation,
+            )
+        note = ""
+        stall = _stall(dep)
+        if stall is not None:
+            reason, message = next(
+                (c.reason, c.message)
+                for c in status.conditions
+                if c.type == "Progressing" and c.status == "False"
+            )
+            if stall != stale_stall:
+                return RolloutState(
+                    True,
+                    False,
+                    f"Deployment {dep_name}",
+                    failure=f"{reason}: {message}",
+                    observed=True,
+                    generation=generation,
+                )
+            note = f" (still reports the previous rollout's {reason})"
         desired = 1 if dep.spec.replicas is None else dep.spec.replicas
         updated = (status.updated_replicas if status else None) or 0
         total = (status.replicas if status else None) or 0
         available = (status.available_replicas if status else None) or 0
         if updated < desired:
-            return RolloutState(True, False, f"{updated} of {desired} new replicas updated")
-        if total > updated:
-            return RolloutState(True, False, f"{total - updated} old replicas still running")
-        if available < updated:
-            return RolloutState(True, False, f"{available} of {updated} new replicas available")
-        return RolloutState(True, True, f"Deployment {dep_name} rolled out ({available} ready)")
+            detail = f"{updated} of {desired} new replicas updated"
+        elif total > updated:
+            detail = f"{total - updated} old replicas still running"
+        elif available < updated:
+            detail = f"{available} of {updated} new replicas available"
+        else:
+            return RolloutState(
+                True,
+                True,
+                f"Deployment {dep_name} rolled out ({available} ready)",
+                observed=True,
+                generation=generation,
+            )
+        return RolloutState(
+            True,
+            False,
+            f"Deployment {dep_name}: {detail}{note}",
+            observed=True,
+            generation=generation,
+        )
+
+    def _stale_stall(self, name: str, namespace: str, rollout: str | None, mode: str) -> str | None:
+        """The ``Progressing=False`` condition the predictor Deployment reports before ``rollout``
+        is applied, unless its pod template already is ``rollout`` (then it is about this spec).
+        """
+        if mode not in DEPLOYMENT_BACKED_MODES:
+            return None
+        dep = self._get_deployment(f"{name}{PREDICTOR_SUFFIX}", namespace)
+        if dep is None:
+            return None
+        template = (dep.spec.template.metadata if dep.spec.template else None) or None
+        if ((template.annotations if template else None) or {}).get(ROLLOUT_ANNOTATION) == rollout:
+            return None
+        return _stall(dep)
 
     def wait_ready(
         self,
@@ -527,13 +614,18 @@ class KServeTarget:
         generation: int | None,
         rollout: str | None,
         mode: str,
+        stale_stall: str | None = None,
     ) -> tuple[dict, float]:
         """Poll until the spec stamped ``rollout`` serves; returns (object, seconds waited).
 
         Deployment-backed modes (``Standard``/``RawDeployment``): the InferenceService is Ready
-        and its predictor Deployment has rolled out that spec (:meth:`predictor_rollout`);
-        failure conditions count only once the controller has reconciled that spec. ``Knative``:
-        Ready for ``generation``, judged by ``status.observedGeneration``.
+        and its predictor Deployment has rolled out that spec (:meth:`predictor_rollout`;
+        ``stale_stall`` is a ``Progressing=False`` condition seen before the spec was applied).
+        The InferenceService's failure conditions count only once its status was written after
+        the Deployment controller observed that spec (KServe copies the Deployment's
+        ``observedGeneration``; the reconcile that changes the pod template still writes the
+        status of the old pods). Its ``ProgressDeadlineExceeded`` is left to the Deployment's own
+        condition. ``Knative``: Ready for ``generation``, judged by ``status.observedGeneration``.
 
         Raises:
             DeployError: A failure condition for this spec, or the object vanished.
@@ -549,18 +641,20 @@ class KServeTarget:
                 raise DeployError(f"InferenceService {namespace}/{name} was deleted while waiting")
             last = obj
             if mode in DEPLOYMENT_BACKED_MODES:
-                state = self.predictor_rollout(name, namespace, rollout)
+                state = self.predictor_rollout(name, namespace, rollout, stale_stall=stale_stall)
                 progress = state.detail
                 if state.failure:
                     raise DeployError(
                         f"InferenceService {namespace}/{name} failed: {state.detail}: "
                         f"{state.failure}"
                     )
-                if not state.reconciled:
-                    return False  # status still describes the previous spec
-                failure = self._failure(obj)
-                if failure:
-                    raise DeployError(f"InferenceService {namespace}/{name} failed: {failure}")
+                if not state.observed:
+                    return False  # the status still describes the previous spec
+                isvc_observed = (obj.get("status") or {}).get("observedGeneration")
+                if isvc_observed is None or isvc_observed >= (state.generation or 0):
+                    failure = self._failure(obj, ignore=_DEPLOYMENT_REASONS)
+                    if failure:
+                        raise DeployError(f"InferenceService {namespace}/{name} failed: {failure}")
                 return state.done and self._ready(obj)
             observed = (obj.get("status") or {}).get("observedGeneration")
             if generation is not None and (observed is None or observed < generation):
@@ -602,6 +696,7 @@ class KServeTarget:
         previous_spec = copy.deepcopy(before["spec"]) if before else None
         body = build_inference_service(spec)
         rollout = body["spec"]["predictor"]["annotations"][ROLLOUT_ANNOTATION]
+        stale = self._stale_stall(spec.name, spec.namespace, rollout, spec.deployment_mode)
         stored = self.apply(body)
         generation = (stored.get("metadata") or {}).get("generation")
         try:
@@ -611,9 +706,15 @@ class KServeTarget:
                 generation=generation,
                 rollout=rollout,
                 mode=spec.deployment_mode,
+                stale_stall=stale,
             )
         except DeployError as e:
-            undone = self._restore(spec.name, spec.namespace, previous_spec, spec.deployment_mode)
+            try:
+                undone = self._restore(
+                    spec.name, spec.namespace, previous_spec, spec.deployment_mode
+                )
+            except DeployError as restore_error:  # keep the error that caused the rollback
+                undone = f"undoing the change failed too: {restore_error}"
             raise type(e)(f"{e}; {undone}") from e
         status = obj.get("status") or {}
         return Deployment(
@@ -646,9 +747,12 @@ class KServeTarget:
         if previous_spec is None:
             self._delete(name, namespace)
             return f"deleted the new InferenceService {namespace}/{name}"
+        if self._get(name, namespace) is None:  # someone deleted it: don't resurrect it
+            return f"InferenceService {namespace}/{name} no longer exists; nothing restored"
         rollout = ((previous_spec.get("predictor") or {}).get("annotations") or {}).get(
             ROLLOUT_ANNOTATION
         )
+        stale = self._stale_stall(name, namespace, rollout, mode)
         stored = self.apply(
             {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec}
         )
@@ -659,6 +763,7 @@ class KServeTarget:
                 generation=(stored.get("metadata") or {}).get("generation"),
                 rollout=rollout,
                 mode=mode,
+                stale_stall=stale,
             )
         except DeployError as e:
             return (
