@@ -4,6 +4,7 @@ from components.deploy.component import deploy_model, smoke_test
 from components.download.component import download_model
 from components.evaluate.component import evaluate_model
 from components.gate.component import check_gate, stop_promotion
+from components.preflight.component import preflight_release
 from components.quantize.component import quantize_model
 from components.register.component import record_evaluation, register_candidate
 
@@ -12,6 +13,7 @@ __all__ = [
     "deploy_model",
     "download_model",
     "evaluate_model",
+    "preflight_release",
     "quantize_model",
     "record_evaluation",
     "register_candidate",

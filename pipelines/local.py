@@ -38,6 +38,7 @@ class StepResult:
     seconds: float | None = None
     outputs: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str = ""  # the failed step's one-line reason (modelgate.logs excepthook)
 
 
 @dataclass
@@ -150,7 +151,12 @@ def run_pipeline_locally(
     """
     from kfp import local
 
+    from modelgate.logs import ERROR_FILE_ENV
+
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    # every step's excepthook appends its reason here; tasks run one at a time
+    error_file = pipeline_root / f".errors-{os.getpid()}-{time.time_ns()}"
+    error_file.write_text("")
     names = display_names(pipeline_yaml)
     steps = {key: StepResult(task=key, display_name=name) for key, name in names.items()}
     started: dict[str, float] = {}
@@ -165,6 +171,10 @@ def run_pipeline_locally(
             return
         step.status = (status or "").lower()
         step.seconds = round(time.monotonic() - started.get(task, time.monotonic()), 1)
+        reasons = [ln for ln in error_file.read_text().splitlines() if ln.strip()]
+        error_file.write_text("")
+        if step.status == "failure":
+            step.error = reasons[-1] if reasons else "no reason reported; see the step log"
         run_dir = run_dir or _newest_run_dir(pipeline_root, before)
         if run_dir is not None:
             step.outputs, step.artifacts = _read_outputs(run_dir / task)
@@ -181,11 +191,18 @@ def run_pipeline_locally(
         raise_on_error=False,
     )
     root_logger.addFilter(observer)
+    previous_error_file = os.environ.get(ERROR_FILE_ENV)
+    os.environ[ERROR_FILE_ENV] = str(error_file)
     try:
         with _output_to(log_file):
             pipeline_func(**arguments)
     finally:
         root_logger.removeFilter(observer)
+        if previous_error_file is None:
+            os.environ.pop(ERROR_FILE_ENV, None)
+        else:
+            os.environ[ERROR_FILE_ENV] = previous_error_file
+        error_file.unlink(missing_ok=True)
     run_dir = run_dir or _newest_run_dir(pipeline_root, before)
     if run_dir is not None:
         # outputs of a task whose end record was not seen (seconds is set with the end record)

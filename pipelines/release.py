@@ -15,19 +15,19 @@ from components import (
     deploy_model,
     download_model,
     evaluate_model,
+    preflight_release,
     quantize_model,
     record_evaluation,
     register_candidate,
     smoke_test,
     stop_promotion,
 )
+from modelgate.params import param_default
 from modelgate.placement import Placement
 from pipelines import PIPELINES_DIR
 from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
 
-DEFAULT_THRESHOLDS = (
-    '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}'
-)
+D = param_default  # every default comes from modelgate.params.ReleaseParams
 
 
 def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
@@ -45,39 +45,41 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
     def release(
         model_id: str,
         model_store: str,
-        revision: str = "main",
-        quant_scheme: str = "FP8_DYNAMIC",
-        calibration_data: str = "",
-        eval_tasks: str = "arc_easy",
-        eval_task_dir: str = "",
-        eval_backend: str = "vllm",
-        eval_limit: int = 0,
-        eval_num_fewshot: int = -1,
-        eval_batch_size: int = 8,
-        eval_device: str = "",
-        eval_max_length: int = 0,
-        eval_offline: bool = False,
-        thresholds: str = DEFAULT_THRESHOLDS,
-        registry_url: str = "",
-        registered_model_name: str = "",
-        deploy_target: str = "kserve",
-        deploy_name: str = "modelgate-candidate",
-        namespace: str = "",
-        storage_uri: str = "",
-        prefer_registry_uri: bool = False,
-        serving_runtime: str = "vllm-runtime",
-        serving_service_account: str = "modelgate-model-reader",
-        deployment_mode: str = "Standard",
-        max_model_len: int = 0,
-        accelerator_type: str = "nvidia.com/gpu",
+        revision: str = D("revision"),
+        allow_pickle: bool = D("allow_pickle"),
+        allow_remote_code: bool = D("allow_remote_code"),
+        quant_scheme: str = D("quant_scheme"),
+        calibration_data: str = D("calibration_data"),
+        eval_tasks: str = D("eval_tasks"),
+        eval_task_dir: str = D("eval_task_dir"),
+        eval_backend: str = D("eval_backend"),
+        eval_limit: int = D("eval_limit"),
+        eval_num_fewshot: int = D("eval_num_fewshot"),
+        eval_batch_size: int = D("eval_batch_size"),
+        eval_device: str = D("eval_device"),
+        eval_max_length: int = D("eval_max_length"),
+        eval_offline: bool = D("eval_offline"),
+        thresholds: str = D("thresholds"),
+        registry_url: str = D("registry_url"),
+        registered_model_name: str = D("registered_model_name"),
+        deploy_target: str = D("deploy_target"),
+        deploy_name: str = D("deploy_name"),
+        namespace: str = D("namespace"),
+        storage_uri: str = D("storage_uri"),
+        prefer_registry_uri: bool = D("prefer_registry_uri"),
+        serving_runtime: str = D("serving_runtime"),
+        serving_service_account: str = D("serving_service_account"),
+        deployment_mode: str = D("deployment_mode"),
+        max_model_len: int = D("max_model_len"),
+        accelerator_type: str = placement.accelerator_type,
         accelerator_count: str = str(placement.accelerator_count),
         tolerations: list = placement.toleration_dicts(),  # noqa: B006, B008 - KFP default
         node_selector: dict = dict(placement.node_selector),  # noqa: B006, B008 - KFP default
-        hf_token_secret: str = "hf-token",
-        model_store_secret: str = "modelgate-model-store",
-        hf_endpoint: str = "",
-        vllm_python: str = "",
-        smoke_prompt: str = "2+3=",
+        hf_token_secret: str = D("hf_token_secret"),
+        model_store_secret: str = D("model_store_secret"),
+        hf_endpoint: str = D("hf_endpoint"),
+        vllm_python: str = D("vllm_python"),
+        smoke_prompt: str = D("smoke_prompt"),
     ):
         """Release an LLM from the Hub to KServe, gated on lm-eval results.
 
@@ -86,6 +88,8 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             model_store: Where models are written once and served from: ``s3://bucket/prefix``
                 (keys and endpoint from the secret ``model_store_secret``).
             revision: Branch, tag or commit; recorded as the resolved commit sha.
+            allow_pickle: Accept repositories whose weights are only pickle files.
+            allow_remote_code: Accept configs that declare custom code (it is never run).
             quant_scheme: ``none``, ``FP8_DYNAMIC``, ``W8A8`` or ``W4A16``.
             calibration_data: Stored file URI (s3://) or dataset id for W8A8/W4A16.
             eval_tasks: Comma-separated lm-eval tasks.
@@ -129,9 +133,38 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             "node_selector": node_selector,
         }
 
+        check = preflight_release(
+            model_id=model_id,
+            model_store=model_store,
+            revision=revision,
+            allow_pickle=allow_pickle,
+            allow_remote_code=allow_remote_code,
+            quant_scheme=quant_scheme,
+            calibration_data=calibration_data,
+            eval_tasks=eval_tasks,
+            eval_task_dir=eval_task_dir,
+            eval_backend=eval_backend,
+            thresholds=thresholds,
+            registry_url=registry_url,
+            deploy_target=deploy_target,
+            deploy_name=deploy_name,
+            namespace=namespace,
+            serving_runtime=serving_runtime,
+            hf_endpoint=hf_endpoint,
+        ).set_display_name("preflight")
+        no_cache(place(check, "gate", placement))
+        use_hf_token(check, hf_token_secret)
+        use_store_secret(check, model_store_secret)
+
         download = download_model(
-            repo_id=model_id, model_store=model_store, revision=revision, hf_endpoint=hf_endpoint
+            repo_id=model_id,
+            model_store=model_store,
+            revision=revision,
+            allow_pickle=allow_pickle,
+            allow_remote_code=allow_remote_code,
+            hf_endpoint=hf_endpoint,
         ).set_display_name("download")
+        download.after(check)
         # the revision may be a moving branch: never reuse a cached result for it
         no_cache(place(download, "download", placement))
         use_hf_token(download, hf_token_secret)

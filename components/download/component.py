@@ -17,6 +17,7 @@ def download_model(
     allow_patterns: str = "",
     ignore_patterns: str = "",
     allow_pickle: bool = False,
+    allow_remote_code: bool = False,
     hf_endpoint: str = "",
 ) -> NamedTuple("DownloadOutputs", [("model_uri", str), ("commit_sha", str)]):
     """Download a Hugging Face model at an exact commit into the model store, once.
@@ -33,13 +34,15 @@ def download_model(
         allow_patterns: Comma-separated globs to download (empty: all).
         ignore_patterns: Comma-separated globs to skip.
         allow_pickle: Accept repositories whose weights are only pickle files.
+        allow_remote_code: Accept configs that declare custom code (it is never run).
         hf_endpoint: Hub or mirror URL (empty: ``$HF_ENDPOINT`` or the public hub).
 
     Returns:
         model_uri: where the model is stored; commit_sha: the resolved commit.
 
     Raises:
-        UnsafeWeightsError: Pickle-only weights and allow_pickle is False.
+        UnsafeWeightsError: Pickle-only weights without allow_pickle, or custom code without
+            allow_remote_code.
         DownloadError: The hub could not be read.
         StorageError: The model store could not be written.
     """
@@ -61,6 +64,7 @@ def download_model(
         allow_patterns=split(allow_patterns),
         ignore_patterns=split(ignore_patterns),
         allow_pickle=allow_pickle,
+        allow_remote_code=allow_remote_code,
         endpoint=hf_endpoint or None,
     )
     with open(manifest.path, "w") as fh:

@@ -1,13 +1,25 @@
-"""The ``modelgate`` command line."""
+"""The ``modelgate`` command line.
+
+``run --local``, ``preflight``, ``submit`` and ``schedule`` take the release pipeline's
+parameters as options generated from :class:`modelgate.params.ReleaseParams` (one declaration)
+and a ``--params`` file; options given on the command line override the file, which overrides
+the defaults. Exit codes: 0 success, 1 a failed release (a step or the gate), 2 bad input found
+before anything ran.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import sys
+import time
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from pydantic import ValidationError
@@ -15,18 +27,26 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.table import Table
 
-from modelgate.errors import ModelgateError
+from modelgate.errors import ConfigError, ModelgateError
 from modelgate.logs import configure_logging
+from modelgate.params import PARAM_HELP, PARAM_NAMES, ReleaseParams, param_default
 
 app = typer.Typer(
     help="Take an LLM from the Hugging Face Hub to a gated vLLM deployment.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+schedule_app = typer.Typer(
+    help="Recurring release runs on Kubeflow Pipelines: create (--cron), list, pause, resume, "
+    "delete.",
+    pretty_exceptions_enable=False,
+)
+app.add_typer(schedule_app, name="schedule")
 console = Console()
 
 # key output shown in the summary, per step display name: the output parameter
 KEY_OUTPUTS: dict[str, str] = {
+    "preflight": "Output",
     "download": "commit_sha",
     "quantize": "model_uri",
     "register candidate": "status",
@@ -45,6 +65,73 @@ STATUS_STYLE = {
     "not run": "dim",
     "running": "yellow",
 }
+#: Environment variables that supply a parameter's value when neither file nor flag does.
+PARAM_ENV = {
+    "registry_url": "MODEL_REGISTRY_URL",
+    "hf_endpoint": "HF_ENDPOINT",
+    "vllm_python": "MODELGATE_VLLM_PYTHON",
+    "model_store": "MODELGATE_MODEL_STORE",
+}
+#: A local run deploys and evaluates on this machine unless told otherwise.
+LOCAL_DEFAULTS = {"deploy_target": "local", "eval_backend": "hf", "eval_device": "cpu"}
+STRUCTURED = {"tolerations": list, "node_selector": dict}
+
+
+# --------------------------------------------------------------------------------------------
+# Release parameters as options
+# --------------------------------------------------------------------------------------------
+
+
+def _option_type(name: str) -> type:
+    annotation = ReleaseParams.model_fields[name].annotation
+    return annotation if annotation in (int, bool) else str
+
+
+def release_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per release parameter to a command; it receives ``overrides``.
+
+    ``overrides`` holds only the options given on the command line (none has a default here),
+    so they can override a params file.
+    """
+    hints = typing.get_type_hints(func, include_extras=True)
+    own = [
+        p.replace(annotation=hints[p.name])
+        for p in inspect.signature(func).parameters.values()
+        if p.name != "overrides"
+    ]
+    generated = []
+    for name in PARAM_NAMES:
+        kind = _option_type(name)
+        flag = "--" + name.replace("_", "-")
+        decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
+        default = param_default(name)
+        shown = json.dumps(default) if not isinstance(default, str) else repr(default)
+        option = typer.Option(
+            *decls,
+            help=f"{PARAM_HELP[name]} [default: {shown if len(shown) < 40 else '...'}]",
+            show_default=False,
+            rich_help_panel="Release parameters",
+        )
+        generated.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[Optional[kind], option],  # noqa: UP045 - typer reads it
+            )
+        )
+
+    @functools.wraps(func)
+    def wrapper(**kwargs: Any) -> Any:
+        overrides = {n: kwargs.pop(n) for n in PARAM_NAMES if kwargs.get(n) is not None}
+        for name in PARAM_NAMES:
+            kwargs.pop(name, None)
+        return func(overrides=overrides, **kwargs)
+
+    parameters = own + generated
+    wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
 
 
 def _read_text_option(value: str) -> str:
@@ -52,9 +139,70 @@ def _read_text_option(value: str) -> str:
     path = Path(value[1:] if value.startswith("@") else value)
     if len(value) < 4096 and "\n" not in value and path.suffix in {".json", ".yaml", ".yml"}:
         if not path.is_file():
-            raise typer.BadParameter(f"file {path} does not exist")
+            raise ConfigError(f"file {path} does not exist")
         return path.read_text()
     return value
+
+
+def resolve_release(
+    overrides: dict[str, Any], *, params_file: Path | None, local: bool
+) -> ReleaseParams:
+    """Defaults < environment < local-run defaults < ``--params`` file < options.
+
+    Raises:
+        ConfigError: A bad key or value, naming it.
+    """
+    from modelgate.params import resolve_params
+    from modelgate.placement import parse_structured
+
+    base: dict[str, Any] = {k: os.environ[v] for k, v in PARAM_ENV.items() if os.environ.get(v)}
+    if local:
+        base.update(LOCAL_DEFAULTS)
+    flags = dict(overrides)
+    for name, expected in STRUCTURED.items():
+        if name in flags:
+            flags[name] = parse_structured(flags[name], option=name, expected=expected)
+    if "thresholds" in flags:
+        flags["thresholds"] = _read_text_option(flags["thresholds"])
+    params = resolve_params(file=params_file, base=base, overrides=flags)
+    text = _read_text_option(params.thresholds)
+    return params if text == params.thresholds else params.model_copy(update={"thresholds": text})
+
+
+ParamsFile = Annotated[
+    Optional[Path],  # noqa: UP045 - typer reads it
+    typer.Option("--params", help="YAML/JSON file of release parameters (pipeline names)."),
+]
+
+
+def _print_checks(results: list[Any], *, seconds: float) -> None:
+    for r in results:
+        mark = "[green]ok[/]" if r.ok else "[red]FAIL[/]"
+        console.print(f"  {mark} {r.name}: {r.detail}", soft_wrap=True, highlight=False)
+    console.print(f"preflight: {len(results)} checks in {seconds:.1f}s")
+
+
+def run_preflight(params: ReleaseParams, *, local: bool, quiet: bool = False) -> None:
+    """Run the release's preflight checks; print them unless ``quiet``.
+
+    Raises:
+        PreflightError: Any check failed (every failure is in the message).
+    """
+    from modelgate.preflight import PreflightError, preflight, release_checks
+
+    started = time.monotonic()
+    try:
+        results = preflight(release_checks(params, local=local))
+    except PreflightError as e:
+        _print_checks(e.results, seconds=time.monotonic() - started)
+        raise
+    if not quiet:
+        _print_checks(results, seconds=time.monotonic() - started)
+
+
+# --------------------------------------------------------------------------------------------
+# Local runs
+# --------------------------------------------------------------------------------------------
 
 
 def _key_value(step: Any) -> Any:
@@ -70,6 +218,8 @@ def _key_output(step: Any) -> str:
         meta = step.artifacts.get("manifest") or {}
         size = f", {meta['size_bytes'] / 1e6:.1f} MB" if "size_bytes" in meta else ""
         value = f"commit {str(value)[:12]}{size}"
+    if step.display_name == "preflight" and value:
+        value = f"{len(str(value).splitlines())} checks passed"
     text = str(value).replace("\n", " ")
     return text if len(text) <= 70 else text[:67] + "..."
 
@@ -100,116 +250,54 @@ def print_summary(result: Any) -> None:
     console.print(table)
 
 
-@app.command()
-def run(
-    local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local.")] = False,
-    model_id: Annotated[str, typer.Option(help="Hub repository id.")] = "",
-    revision: Annotated[str, typer.Option(help="Branch, tag or commit.")] = "main",
-    quant_scheme: Annotated[str, typer.Option(help="none|FP8_DYNAMIC|W8A8|W4A16")] = "FP8_DYNAMIC",
-    calibration_data: Annotated[
-        str, typer.Option(help="JSONL file, stored URI or dataset id (W8A8/W4A16).")
-    ] = "",
-    model_store: Annotated[
-        str,
-        typer.Option(
-            envvar="MODELGATE_MODEL_STORE",
-            help="Where models are written: s3://bucket/prefix (AWS_ENDPOINT_URL, "
-            "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or file:///path; default: "
-            "<pipeline-root>/model-store.",
-        ),
-    ] = "",
-    eval_tasks: Annotated[str, typer.Option(help="Comma-separated lm-eval tasks.")] = "arc_easy",
-    eval_task_dir: Annotated[str, typer.Option(help="Folder of local task YAMLs.")] = "",
-    eval_backend: Annotated[str, typer.Option(help="hf or vllm.")] = "hf",
-    eval_limit: Annotated[int, typer.Option(help="Examples per task; 0 = all.")] = 0,
-    eval_batch_size: Annotated[int, typer.Option(help="lm-eval batch size.")] = 8,
-    eval_offline: Annotated[
-        bool, typer.Option(help="Never contact the Hub for datasets (local or cached only).")
-    ] = False,
-    thresholds: Annotated[
-        str, typer.Option(help="Gate config: JSON/YAML text or a .json/.yaml file.")
-    ] = '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}',
-    registry_url: Annotated[
-        str, typer.Option(envvar="MODEL_REGISTRY_URL", help="Kubeflow Model Registry URL.")
-    ] = "",
-    deploy_target: Annotated[str, typer.Option(help="local or kserve.")] = "local",
-    deploy_name: Annotated[str, typer.Option(help="Served model / InferenceService name.")] = (
-        "modelgate-candidate"
-    ),
-    max_model_len: Annotated[int, typer.Option(help="vLLM --max-model-len; 0 = default.")] = 0,
-    hf_endpoint: Annotated[str, typer.Option(envvar="HF_ENDPOINT", help="Hub mirror URL.")] = "",
-    vllm_python: Annotated[
-        str, typer.Option(envvar="MODELGATE_VLLM_PYTHON", help="Python with vLLM installed.")
-    ] = ".venv-vllm/bin/python",
-    smoke_prompt: Annotated[str, typer.Option(help="Smoke-test prompt.")] = "2+3=",
-    pipeline_root: Annotated[Path, typer.Option(help="Where step outputs go.")] = Path(
-        "local_outputs"
-    ),
-    keep_serving: Annotated[
-        bool, typer.Option(help="Leave the local vLLM server running after the run.")
-    ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream step logs.")] = False,
-) -> None:
-    """Run the release pipeline: download, quantize, register, evaluate, gate, deploy, smoke test.
+def print_failures(result: Any) -> None:
+    """Under the summary: each failed step with its reason, one line each."""
+    gate = result.step("quality gate")
+    for step in result.steps:
+        if step.status != "failure":
+            continue
+        reason = step.error
+        if step.display_name == "stop promotion" and gate is not None:
+            reason = gate.outputs.get("summary") or reason
+        console.print(f"[red]{step.display_name} failed:[/] {reason}", soft_wrap=True)
 
-    Exits 1 when any step fails, including a failed gate (the table names the failing metric).
+
+def run_local(
+    params: ReleaseParams,
+    *,
+    pipeline_root: Path,
+    keep_serving: bool = False,
+    verbose: bool = False,
+) -> int:
+    """Run the release pipeline with kfp.local after preflight; returns the exit code.
+
+    Raises:
+        ConfigError: Preflight failed (nothing ran).
     """
-    configure_logging("WARNING" if not verbose else None)
-    if not local:
-        raise typer.BadParameter(
-            "only --local runs are supported by `run`; on a cluster, upload "
-            "pipelines/release.yaml in the Kubeflow UI or submit it with the kfp client",
-            param_hint="--local",
-        )
-    if not model_id:
-        raise typer.BadParameter("give the Hub repository id to release", param_hint="--model-id")
-    from modelgate.gates import load_gate_config
     from modelgate.storage import open_store, stage_input
+
+    pipeline_root = pipeline_root.absolute()
+    if not params.model_store:
+        params = params.model_copy(update={"model_store": (pipeline_root / "model-store").as_uri()})
+    run_preflight(params, local=True)
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    store = open_store(params.model_store)
+    # local files travel to the steps through the store, as they do to a cluster's pods
+    staged: dict[str, Any] = {}
+    if params.eval_task_dir and "://" not in params.eval_task_dir:
+        staged["eval_task_dir"] = stage_input(store, params.eval_task_dir, kind="tasks")
+    if params.calibration_data and Path(params.calibration_data).is_file():
+        staged["calibration_data"] = stage_input(store, params.calibration_data, kind="calibration")
+    if params.deploy_target == "local":
+        from modelgate.deploy.local import resolve_vllm_python
+
+        staged["vllm_python"] = resolve_vllm_python(params.vllm_python or None)
+    params = params.model_copy(update=staged)
+
     from pipelines.local import run_pipeline_locally
     from pipelines.release import PACKAGE_PATH, release
 
-    thresholds_text = _read_text_option(thresholds)
-    load_gate_config(thresholds_text)  # fail before any step runs
-    if deploy_target == "local":
-        vllm_python = str(Path(vllm_python).absolute())
-        os.environ["MODELGATE_VLLM_PYTHON"] = vllm_python
-    if not registry_url:
-        console.print("[yellow]registry: skipped: no registry configured (set MODEL_REGISTRY_URL)")
-    pipeline_root = pipeline_root.absolute()
-    pipeline_root.mkdir(parents=True, exist_ok=True)
-    model_store = model_store or (pipeline_root / "model-store").as_uri()
-    store = open_store(model_store)
-    store.check_writable()
-    # local files travel to the steps through the store, as they would to a cluster's pods
-    if eval_task_dir and "://" not in eval_task_dir:
-        eval_task_dir = stage_input(store, eval_task_dir, kind="tasks")
-    if calibration_data and Path(calibration_data).exists():
-        calibration_data = stage_input(store, calibration_data, kind="calibration")
-    arguments = {
-        "model_id": model_id,
-        "model_store": model_store,
-        "revision": revision,
-        "quant_scheme": quant_scheme,
-        "calibration_data": calibration_data,
-        "eval_tasks": eval_tasks,
-        "eval_task_dir": eval_task_dir,
-        "eval_backend": eval_backend,
-        "eval_limit": eval_limit,
-        "eval_batch_size": eval_batch_size,
-        "eval_device": "cpu" if eval_backend == "hf" else "",
-        "eval_offline": eval_offline,
-        "thresholds": thresholds_text,
-        "registry_url": registry_url,
-        "deploy_target": deploy_target,
-        "deploy_name": deploy_name,
-        "max_model_len": max_model_len,
-        "hf_endpoint": hf_endpoint,
-        "vllm_python": vllm_python if deploy_target == "local" else "",
-        "smoke_prompt": smoke_prompt,
-    }
-    console.print(f"model store: {store.root}", soft_wrap=True)
     log_file = None if verbose else pipeline_root / "run.log"
-
     # a handle on the terminal that survives the run sending fd 1/2 to the log file
     progress = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
 
@@ -218,13 +306,15 @@ def run(
         style = STATUS_STYLE.get(status, "")
         progress.print(f"  [{style}]{status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
 
+    console.print(f"model store: {store.root}", soft_wrap=True)
     console.print(
-        f"running release of {model_id}@{revision} locally; logs: {log_file or 'console'}",
+        f"running release of {params.model_id}@{params.revision} locally; "
+        f"logs: {log_file or 'console'}",
         soft_wrap=True,
     )
     result = run_pipeline_locally(
         release,
-        arguments=arguments,
+        arguments=params.arguments(),
         pipeline_yaml=PACKAGE_PATH,
         pipeline_root=pipeline_root,
         log_file=log_file,
@@ -238,18 +328,21 @@ def run(
             console.print(Markdown(gate.outputs["table"]))
         smoke = result.step("smoke test")
         if smoke and smoke.status == "success":
-            console.print(f"vLLM completion for {smoke_prompt!r}: {smoke.outputs.get('Output')!r}")
+            console.print(
+                f"vLLM completion for {params.smoke_prompt!r}: {smoke.outputs.get('Output')!r}"
+            )
     finally:
-        if deploy and deploy.outputs.get("deployment") and deploy_target == "local":
+        if deploy and deploy.outputs.get("deployment") and params.deploy_target == "local":
             _stop_local(deploy.outputs["deployment"], keep=keep_serving)
     if not result.succeeded:
         failed = [s.display_name for s in result.steps if s.status == "failure"]
-        reason = gate.outputs.get("summary", "") if gate and "stop promotion" in failed else ""
-        console.print(f"[red]release failed at: {', '.join(failed)}. {reason}")
+        console.print(f"[red]release failed at: {', '.join(failed)}")
+        print_failures(result)
         if log_file:
             console.print(f"step logs: {log_file}")
-        raise typer.Exit(1)
+        return 1
     console.print("[green]release succeeded")
+    return 0
 
 
 def _stop_local(deployment_json: str, *, keep: bool) -> None:
@@ -265,6 +358,253 @@ def _stop_local(deployment_json: str, *, keep: bool) -> None:
     console.print(f"stopped local vLLM (pid {pid})")
 
 
+# --------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------
+
+
+@app.command()
+@release_options
+def run(
+    overrides: dict[str, Any],
+    local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local.")] = False,
+    params: ParamsFile = None,
+    pipeline_root: Annotated[Path, typer.Option(help="Where step outputs go.")] = Path(
+        "local_outputs"
+    ),
+    keep_serving: Annotated[
+        bool, typer.Option(help="Leave the local vLLM server running after the run.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Stream step logs.")] = False,
+) -> None:
+    """Run the release pipeline here: preflight, download, quantize, register, evaluate, gate,
+    deploy, smoke test.
+
+    Exits 1 when a step fails, including a failed gate (the reason is printed under the
+    summary), 2 when preflight finds bad input (nothing runs).
+    """
+    configure_logging("WARNING" if not verbose else None)
+    if not local:
+        raise ConfigError(
+            "`modelgate run` runs here with --local; to run on Kubeflow use `modelgate submit` "
+            "(or upload pipelines/release.yaml in the Kubeflow UI)"
+        )
+    release = resolve_release(overrides, params_file=params, local=True)
+    code = run_local(
+        release, pipeline_root=pipeline_root, keep_serving=keep_serving, verbose=verbose
+    )
+    raise typer.Exit(code)
+
+
+@app.command("preflight")
+@release_options
+def preflight_command(
+    overrides: dict[str, Any],
+    local: Annotated[bool, typer.Option("--local", help="Check for a run on this machine.")] = (
+        False
+    ),
+    params: ParamsFile = None,
+) -> None:
+    """Check a release before running it: the same checks `run` and `submit` start with.
+
+    Exits 0 when every check passes, 2 otherwise (each failure with its fix).
+    """
+    configure_logging("WARNING")
+    release = resolve_release(overrides, params_file=params, local=local)
+    if local and not release.model_store:
+        release = release.model_copy(
+            update={"model_store": (Path("local_outputs") / "model-store").absolute().as_uri()}
+        )
+    run_preflight(release, local=local)
+    console.print("[green]preflight passed")
+
+
+# --------------------------------------------------------------------------------------------
+# Kubeflow: submit and schedule
+# --------------------------------------------------------------------------------------------
+
+Host = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads it
+    typer.Option(help="KFP API endpoint (default $KF_PIPELINES_ENDPOINT)."),
+]
+Token = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads it
+    typer.Option(help="Bearer token (default: the kfp client's usual sources)."),
+]
+KfpNamespace = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads it
+    typer.Option("--kfp-namespace", help="Kubeflow profile namespace of the run."),
+]
+Experiment = Annotated[str, typer.Option(help="KFP experiment.")]
+PipelineName = Annotated[str, typer.Option(help="Pipeline name in KFP.")]
+
+
+def _cluster_release(overrides: dict[str, Any], *, params_file: Path | None) -> ReleaseParams:
+    """The parameters of a cluster run, checked, with local inputs staged into the store.
+
+    Raises:
+        ConfigError: Preflight found bad input, or a local input cannot be uploaded.
+    """
+    from modelgate.storage import open_store, stage_input
+
+    release = resolve_release(overrides, params_file=params_file, local=False)
+    run_preflight(release, local=False)
+    staged: dict[str, Any] = {}
+    for name, kind in (("eval_task_dir", "tasks"), ("calibration_data", "calibration")):
+        value = getattr(release, name)
+        if value and "://" not in value and Path(value).exists():
+            staged[name] = stage_input(open_store(release.model_store), value, kind=kind)
+            console.print(f"uploaded {value} to {staged[name]}", soft_wrap=True)
+    return release.model_copy(update=staged)
+
+
+@app.command()
+@release_options
+def submit(
+    overrides: dict[str, Any],
+    params: ParamsFile = None,
+    host: Host = None,
+    token: Token = None,
+    kfp_namespace: KfpNamespace = None,
+    experiment: Experiment = "modelgate",
+    pipeline_name: PipelineName = "modelgate-release",
+    run_name: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads it
+        typer.Option(help="Run name (default: release-<model>-<time>)."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the run, printing step states.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to follow the run with --wait.")] = (
+        6 * 3600.0
+    ),
+) -> None:
+    """Submit the release pipeline to Kubeflow Pipelines (uploaded as a new version when the
+    pipeline exists) and start a run in an experiment.
+
+    Exits 2 when preflight finds bad input or the host is unreachable; with --wait, 1 when the
+    run fails (each failed step with its error).
+    """
+    from pipelines import submit as kfp_submit
+    from pipelines.release import PACKAGE_PATH
+
+    configure_logging("WARNING")
+    release = _cluster_release(overrides, params_file=params)
+    client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
+    name = run_name or f"release-{release.model_id.split('/')[-1]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    submitted = kfp_submit.submit(
+        client,
+        package_path=PACKAGE_PATH,
+        pipeline_name=pipeline_name,
+        experiment=experiment,
+        run_name=name,
+        arguments=release.arguments(),
+        namespace=kfp_namespace,
+    )
+    console.print(f"run {submitted.run_id} started: {submitted.url}", soft_wrap=True)
+    if not wait:
+        return
+
+    def on_change(state: Any) -> None:
+        console.print(f"  {state.state:>10} {state.display_name}", highlight=False)
+
+    outcome = kfp_submit.wait(client, submitted.run_id, timeout=timeout, on_change=on_change)
+    if outcome.state != "SUCCEEDED":
+        console.print(f"[red]run {submitted.run_id} ended {outcome.state}")
+        for task in outcome.failed:
+            console.print(f"[red]{task.display_name} failed:[/] {task.error}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print("[green]release succeeded")
+
+
+@schedule_app.callback(invoke_without_command=True)
+@release_options
+def schedule(
+    ctx: typer.Context,
+    overrides: dict[str, Any],
+    cron: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads it
+        typer.Option(help="When to run: cron '0 3 * * 1' (5 fields) or KFP's 6 fields."),
+    ] = None,
+    params: ParamsFile = None,
+    host: Host = None,
+    token: Token = None,
+    kfp_namespace: KfpNamespace = None,
+    experiment: Experiment = "modelgate",
+    pipeline_name: PipelineName = "modelgate-release",
+    name: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads it
+        typer.Option(help="Recurring run name (default: release-<model>-schedule)."),
+    ] = None,
+) -> None:
+    """Create a recurring release run (KFP recurring runs); see also list/pause/resume/delete."""
+    if ctx.invoked_subcommand:
+        return
+    from pipelines import submit as kfp_submit
+    from pipelines.release import PACKAGE_PATH
+
+    configure_logging("WARNING")
+    if not cron:
+        raise ConfigError("give --cron, e.g. --cron '0 3 * * 1' (Mondays 03:00)")
+    kfp_cron = kfp_submit.validate_cron(cron)  # before any other work
+    release = _cluster_release(overrides, params_file=params)
+    client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
+    job = name or f"release-{release.model_id.split('/')[-1]}-schedule"
+    recurring_id = kfp_submit.schedule(
+        client,
+        cron=cron,
+        package_path=PACKAGE_PATH,
+        pipeline_name=pipeline_name,
+        experiment=experiment,
+        job_name=job,
+        arguments=release.arguments(),
+        namespace=kfp_namespace,
+    )
+    console.print(f"recurring run {recurring_id} ({job}) scheduled: {kfp_cron}", soft_wrap=True)
+
+
+@schedule_app.command("list")
+def schedule_list(
+    host: Host = None,
+    token: Token = None,
+    kfp_namespace: KfpNamespace = None,
+    experiment: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads it
+        typer.Option(help="Only this experiment."),
+    ] = None,
+) -> None:
+    """List recurring runs."""
+    from pipelines import submit as kfp_submit
+
+    client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
+    table = Table(title="recurring runs")
+    for column in ("id", "name", "cron", "status"):
+        table.add_column(column)
+    for info in kfp_submit.list_schedules(client, namespace=kfp_namespace, experiment=experiment):
+        table.add_row(info.id, info.name, info.cron, info.status)
+    console.print(table)
+
+
+def _schedule_action(action: str) -> Callable[..., None]:
+    def command(
+        recurring_run_id: Annotated[str, typer.Argument(help="Recurring run id.")],
+        host: Host = None,
+        token: Token = None,
+        kfp_namespace: KfpNamespace = None,
+    ) -> None:
+        from pipelines import submit as kfp_submit
+
+        client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
+        getattr(kfp_submit, action)(client, recurring_run_id)
+        console.print(f"{DONE[action]} recurring run {recurring_run_id}")
+
+    command.__doc__ = f"{action.capitalize()} a recurring run."
+    return command
+
+
+DONE = {"pause": "paused", "resume": "resumed", "delete": "deleted"}
+for _action in DONE:
+    schedule_app.command(_action)(_schedule_action(_action))
+
+
 @app.command()
 def demo(
     cache_dir: Annotated[Path, typer.Option(help="Tiny model, task and mirror cache.")] = Path(
@@ -276,8 +616,12 @@ def demo(
         0.3
     ),
     vllm_python: Annotated[
-        str, typer.Option(envvar="MODELGATE_VLLM_PYTHON", help="Python with vLLM installed.")
-    ] = ".venv-vllm/bin/python",
+        str,
+        typer.Option(
+            envvar="MODELGATE_VLLM_PYTHON",
+            help="Python with vLLM installed (default: the .venv-vllm `make venvs` built).",
+        ),
+    ] = "",
     pipeline_root: Annotated[Path, typer.Option(help="Where step outputs go.")] = Path(
         "local_outputs"
     ),
@@ -299,8 +643,7 @@ def demo(
         if quant_scheme in {"W8A8", "W4A16"}:
             calibration = str(env.task_dir / "calibration.jsonl")
             _write_calibration(Path(calibration))
-        run(
-            local=True,
+        release = ReleaseParams(
             model_id=env.repo_id,
             revision="main",
             quant_scheme=quant_scheme,
@@ -308,10 +651,9 @@ def demo(
             eval_tasks=DEMO_TASK,
             eval_task_dir=str(env.task_dir),
             eval_backend="hf",
-            eval_limit=0,
+            eval_device="cpu",
             eval_batch_size=16,
             eval_offline=True,
-            model_store="",
             thresholds=demo_thresholds(min_acc=min_acc),
             registry_url=os.environ.get("MODEL_REGISTRY_URL", ""),
             deploy_target="local",
@@ -320,10 +662,11 @@ def demo(
             hf_endpoint=env.endpoint,
             vllm_python=vllm_python,
             smoke_prompt="2+3=",
-            pipeline_root=pipeline_root,
-            keep_serving=keep_serving,
-            verbose=verbose,
         )
+        code = run_local(
+            release, pipeline_root=pipeline_root, keep_serving=keep_serving, verbose=verbose
+        )
+    raise typer.Exit(code)
 
 
 def _write_calibration(path: Path) -> None:
@@ -414,7 +757,7 @@ def main() -> None:
     try:
         app()
     except (ModelgateError, ValidationError) as e:
-        Console(stderr=True).print(f"[red]error:[/] {e}")
+        Console(stderr=True).print(f"[red]error:[/] {e}", soft_wrap=True, highlight=False)
         sys.exit(2)
 
 

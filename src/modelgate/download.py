@@ -27,6 +27,18 @@ logger = logging.getLogger(__name__)
 MANIFEST_NAME = "modelgate-manifest.json"
 SAFE_WEIGHT_PATTERNS = ("*.safetensors",)
 PICKLE_WEIGHT_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+#: Any one of these at the top of the repository is a tokenizer lm-eval and vLLM can load.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.tiktoken",
+)
+#: Files whose ``auto_map`` asks transformers to import code shipped in the repository.
+CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json")
 
 
 @dataclass
@@ -103,6 +115,78 @@ def check_weight_formats(filenames: list[str], *, allow_pickle: bool = False) ->
     )
 
 
+def check_tokenizer(filenames: list[str], *, repo: str) -> None:
+    """Refuse a repository without tokenizer files (lm-eval and vLLM both need one).
+
+    Raises:
+        ConfigError: None of :data:`TOKENIZER_FILES` is among ``filenames``.
+    """
+    top = {f for f in filenames if "/" not in f}
+    if not top & set(TOKENIZER_FILES):
+        raise ConfigError(
+            f"{repo} has no tokenizer: none of {', '.join(TOKENIZER_FILES)} at its top level "
+            "(or allow_patterns filtered them out). lm-eval and vLLM need the tokenizer: use a "
+            "repository that ships it"
+        )
+
+
+def remote_code_entries(configs: dict[str, dict]) -> list[str]:
+    """``file: auto_map key -> class`` for every custom-code entry in the given configs."""
+    found = []
+    for name, config in configs.items():
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if isinstance(auto_map, dict):
+            found += [f"{name}: {key} -> {value}" for key, value in sorted(auto_map.items())]
+    return found
+
+
+def check_remote_code(configs: dict[str, dict], *, repo: str, allow_remote_code: bool) -> None:
+    """Refuse a repository whose configs ask for custom code, unless explicitly allowed.
+
+    modelgate never runs repository code (``trust_remote_code`` stays off everywhere); allowing
+    it only says the model also loads with transformers' and vLLM's built-in classes.
+
+    Raises:
+        UnsafeWeightsError: ``auto_map`` entries and ``allow_remote_code`` is False.
+    """
+    entries = remote_code_entries(configs)
+    if entries and not allow_remote_code:
+        raise UnsafeWeightsError(
+            f"{repo} declares custom code ({'; '.join(entries[:3])}); modelgate never runs "
+            "repository code. If the model also loads with transformers' built-in classes, pass "
+            "allow_remote_code=True (CLI: --allow-remote-code); otherwise pick another repository"
+        )
+    if entries:
+        logger.warning("%s declares custom code %s; it will not be run", repo, entries)
+
+
+def check_safetensors(path: Path) -> None:
+    """Check that a safetensors file holds all the bytes its header describes.
+
+    Raises:
+        DownloadError: The file is shorter (or longer) than its header says: truncated.
+    """
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError(f"header of {header_len} bytes in a {size}-byte file")
+            header = json.loads(fh.read(header_len))
+        end = max(
+            (t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise DownloadError(
+            f"{path.name} is not a readable safetensors file ({e}): truncated?"
+        ) from e
+    if 8 + header_len + end != size:
+        raise DownloadError(
+            f"{path.name} is truncated: its header describes {8 + header_len + end} bytes, the "
+            f"file has {size}; the download was cut short (retry it) or the repository is broken"
+        )
+
+
 def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -157,18 +241,26 @@ def resolve_snapshot(
     allow_patterns: list[str] | None = None,
     ignore_patterns: list[str] | None = None,
     allow_pickle: bool = False,
+    allow_remote_code: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
 ) -> Snapshot:
-    """Resolve ``revision`` to a commit and decide which files to download (no file is fetched).
+    """Resolve ``revision`` to a commit and decide which files to download.
+
+    Only metadata is read: the file listing, and ``config.json``/``tokenizer_config.json`` to
+    look for custom code. Everything knowable from them is checked here, before any weight is
+    fetched: weight formats, a tokenizer, custom code.
 
     Raises:
-        ConfigError: Empty repo id, or no weights in the repository.
-        UnsafeWeightsError: Pickle-only weights without ``allow_pickle``.
-        DownloadError: The hub or mirror could not be reached, or the repo/revision is unknown.
+        ConfigError: Empty repo id, no weights or no tokenizer in the repository.
+        UnsafeWeightsError: Pickle-only weights without ``allow_pickle``, or custom code
+            without ``allow_remote_code``.
+        DownloadError: The hub or mirror could not be reached, the repo or revision is unknown,
+            or the repository is gated and no (valid) token was given.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.errors import (
+        GatedRepoError,
         HfHubHTTPError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -181,6 +273,12 @@ def resolve_snapshot(
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.model_info(repo_id, revision=revision)
+    except GatedRepoError as e:
+        how = "the token has no access: request it on the model page" if token else "set HF_TOKEN"
+        raise DownloadError(
+            f"repository {repo_id!r} is gated: {how} (in the cluster: the secret named by "
+            "hf_token_secret, key token)"
+        ) from e
     except RepositoryNotFoundError as e:
         # some mirrors answer an unknown revision like an unknown repository
         raise DownloadError(
@@ -199,6 +297,18 @@ def resolve_snapshot(
     if ignore_patterns:
         filenames = [f for f in filenames if not _matches(f, ignore_patterns)]
     extra_ignore = check_weight_formats(filenames, allow_pickle=allow_pickle)
+    check_tokenizer(filenames, repo=f"{repo_id}@{revision}")
+    configs: dict[str, dict] = {}
+    for name in CODE_CONFIG_FILES:
+        if name in filenames:
+            try:
+                path = hf_hub_download(
+                    repo_id, name, revision=info.sha, endpoint=endpoint, token=token
+                )
+                configs[name] = json.loads(Path(path).read_text())
+            except (HfHubHTTPError, OSError, ValueError) as e:
+                raise DownloadError(f"could not read {name} of {repo_id}@{info.sha}: {e}") from e
+    check_remote_code(configs, repo=f"{repo_id}@{revision}", allow_remote_code=allow_remote_code)
     return Snapshot(
         repo_id=repo_id,
         revision=revision,
@@ -245,6 +355,8 @@ def download_snapshot(
     except (HfHubHTTPError, OSError) as e:
         raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e
     shutil.rmtree(target / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
+    for weights in sorted(target.rglob("*.safetensors")):
+        check_safetensors(weights)
     manifest = build_manifest(
         target,
         repo_id=repo_id,
@@ -273,6 +385,7 @@ def download_model(
     allow_patterns: list[str] | None = None,
     ignore_patterns: list[str] | None = None,
     allow_pickle: bool = False,
+    allow_remote_code: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
 ) -> DownloadManifest:
@@ -285,6 +398,8 @@ def download_model(
         allow_patterns: Only download files matching these globs.
         ignore_patterns: Skip files matching these globs.
         allow_pickle: Accept pickle-only weights (see :func:`check_weight_formats`).
+        allow_remote_code: Accept configs that declare custom code (see
+            :func:`check_remote_code`).
         endpoint: Hub or mirror URL; defaults to ``$HF_ENDPOINT`` then the public hub.
         token: Access token; defaults to ``$HF_TOKEN``.
 
@@ -302,6 +417,7 @@ def download_model(
         allow_patterns=allow_patterns,
         ignore_patterns=ignore_patterns,
         allow_pickle=allow_pickle,
+        allow_remote_code=allow_remote_code,
         endpoint=endpoint,
         token=token,
     )
@@ -325,6 +441,7 @@ def download_to_store(
     allow_patterns: list[str] | None = None,
     ignore_patterns: list[str] | None = None,
     allow_pickle: bool = False,
+    allow_remote_code: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
 ) -> StoredModel:
@@ -341,6 +458,7 @@ def download_to_store(
         allow_patterns: Only download files matching these globs.
         ignore_patterns: Skip files matching these globs.
         allow_pickle: Accept pickle-only weights.
+        allow_remote_code: Accept configs that declare custom code (never run).
         endpoint: Hub or mirror URL.
         token: Access token; defaults to ``$HF_TOKEN``.
 
@@ -360,6 +478,7 @@ def download_to_store(
         allow_patterns=allow_patterns,
         ignore_patterns=ignore_patterns,
         allow_pickle=allow_pickle,
+        allow_remote_code=allow_remote_code,
         endpoint=endpoint,
         token=token,
     )

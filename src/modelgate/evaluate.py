@@ -130,6 +130,94 @@ def parse_lm_eval_results(raw: dict[str, Any], *, model: str, backend: str) -> E
     return out
 
 
+CACHE_DIR_ENV = "MODELGATE_CACHE_DIR"
+
+
+def cache_dir() -> Path:
+    """modelgate's cache: ``$MODELGATE_CACHE_DIR`` or ``~/.cache/modelgate``."""
+    path = Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "modelgate")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def registered_task_names() -> set[str]:
+    """Every task, group and tag name in lm-eval's registry, cached per lm-eval release.
+
+    Indexing lm-eval's task YAMLs takes seconds; the cache makes a preflight check of task names
+    take milliseconds after the first one.
+    """
+    from importlib.metadata import version
+
+    index = cache_dir() / f"lm-eval-tasks-{version('lm_eval')}.json"
+    if index.is_file():
+        try:
+            return set(json.loads(index.read_text()))
+        except ValueError:
+            pass  # rebuilt below
+    from lm_eval.tasks import TaskManager
+
+    names = sorted(TaskManager().all_tasks)
+    partial = index.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(json.dumps(names))
+    os.replace(partial, index)
+    return set(names)
+
+
+def folder_task_names(task_dir: str | os.PathLike[str]) -> set[str]:
+    """Task, group and tag names declared by the YAMLs of a local task folder.
+
+    Raises:
+        ConfigError: The folder does not exist.
+    """
+    import yaml
+
+    folder = Path(task_dir)
+    if not folder.is_dir():
+        raise ConfigError(f"task folder {str(task_dir)!r} does not exist")
+
+    class _Lenient(yaml.SafeLoader):
+        """Reads lm-eval task files, ignoring their ``!function`` tags."""
+
+    _Lenient.add_multi_constructor("!", lambda loader, suffix, node: None)
+    names: set[str] = set()
+    for path in list(folder.rglob("*.yaml")) + list(folder.rglob("*.yml")):
+        try:
+            doc = yaml.load(path.read_text(), Loader=_Lenient)  # noqa: S506 - safe subclass
+        except yaml.YAMLError as e:
+            raise ConfigError(f"task file {path} is not valid YAML: {e}") from e
+        if not isinstance(doc, dict):
+            continue
+        for key in ("task", "group", "tag"):
+            value = doc.get(key)
+            values = value if isinstance(value, list) else [value]
+            names.update(v for v in values if isinstance(v, str))
+    return names
+
+
+def check_task_names(tasks: list[str], *, task_dir: str | None = None) -> None:
+    """Check task names against lm-eval's registry and a local folder, quickly (no loading).
+
+    Raises:
+        ConfigError: Empty task list, missing folder, or unknown tasks (with suggestions).
+    """
+    if not tasks:
+        raise ConfigError("no evaluation tasks given; pass e.g. tasks=['arc_easy']")
+    local = folder_task_names(task_dir) if task_dir else set()
+    known = local | (registered_task_names() if set(tasks) - local else set())
+    _raise_unknown(tasks, known, task_dir=task_dir)
+
+
+def _raise_unknown(tasks: list[str], known: set[str], *, task_dir: str | None) -> None:
+    unknown = [t for t in tasks if t not in known]
+    if unknown:
+        hints = []
+        for t in unknown:
+            close = difflib.get_close_matches(t, known, n=3)
+            hints.append(f"{t!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        where = f" or in {task_dir}" if task_dir else "; pass task_dir for local task YAMLs"
+        raise ConfigError(f"unknown lm-eval task(s) {', '.join(hints)}: not in lm-eval{where}")
+
+
 def resolve_tasks(tasks: list[str], *, task_dir: str | None = None) -> Any:
     """Check task names against lm-eval's registry (plus ``task_dir``) and return the manager.
 
@@ -143,15 +231,7 @@ def resolve_tasks(tasks: list[str], *, task_dir: str | None = None) -> Any:
     if task_dir and not Path(task_dir).is_dir():
         raise ConfigError(f"task folder {task_dir!r} does not exist")
     manager = TaskManager(include_path=task_dir) if task_dir else TaskManager()
-    known = set(manager.all_tasks)
-    unknown = [t for t in tasks if t not in known]
-    if unknown:
-        hints = []
-        for t in unknown:
-            close = difflib.get_close_matches(t, known, n=3)
-            hints.append(f"{t!r}" + (f" (did you mean {', '.join(close)}?)" if close else ""))
-        where = f" or in {task_dir}" if task_dir else "; pass task_dir for local task YAMLs"
-        raise ConfigError(f"unknown lm-eval task(s) {', '.join(hints)}: not in lm-eval{where}")
+    _raise_unknown(tasks, set(manager.all_tasks), task_dir=task_dir)
     return manager
 
 

@@ -208,9 +208,19 @@ class FileStore:
             shutil.rmtree(staging, ignore_errors=True)
 
     def check_writable(self) -> None:
-        """Create the root and a probe file in it."""
+        """Write a probe file in the root, or check its nearest existing parent (creates none)."""
+        existing = self.path
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise StorageError(f"model store {self.root}: {existing} is not a folder")
+        if existing != self.path:
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise StorageError(
+                    f"model store {self.root} cannot be created: {existing} is read-only"
+                )
+            return
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
             probe = self.path / f".probe-{uuid.uuid4().hex}"
             probe.write_text("ok")
             probe.unlink()

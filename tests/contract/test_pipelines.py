@@ -33,6 +33,7 @@ GPU_RUN = {
 }
 #: steps whose result must not come from KFP's cache
 UNCACHED = {
+    "preflight",
     "download",
     "register candidate",
     "record evaluation",

@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from modelgate.cli import app
+from modelgate.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 runner = CliRunner()
@@ -19,11 +20,10 @@ def test_compile_check_passes_on_committed_yaml():
     assert "up to date" in result.output
 
 
-def test_run_needs_local_and_a_model():
+def test_run_needs_local_and_points_to_submit():
     result = runner.invoke(app, ["run", "--model-id", "org/m"])
-    assert result.exit_code == 2 and "--local" in result.output
-    result = runner.invoke(app, ["run", "--local"])
-    assert result.exit_code == 2 and "--model-id" in result.output
+    assert isinstance(result.exception, ConfigError)
+    assert "--local" in str(result.exception) and "modelgate submit" in str(result.exception)
 
 
 def test_bad_gate_config_fails_before_any_step(tmp_path):

@@ -5,6 +5,7 @@ import json
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -70,11 +71,35 @@ def test_smoke_test_fails_on_http_error(openai_server):
 
 
 def test_vllm_python_must_exist(monkeypatch, tmp_path):
+    import modelgate.deploy.local as local
+
     monkeypatch.delenv("MODELGATE_VLLM_PYTHON", raising=False)
-    with pytest.raises(ConfigError, match="MODELGATE_VLLM_PYTHON"):
+    monkeypatch.setattr(local, "vllm_python_candidates", lambda: [tmp_path / "none" / "python"])
+    with pytest.raises(ConfigError, match="no vLLM interpreter found .*none/python.*make venvs"):
         resolve_vllm_python()
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="--vllm-python.*does not exist"):
         resolve_vllm_python(str(tmp_path / "python"))
+    monkeypatch.setenv("MODELGATE_VLLM_PYTHON", str(tmp_path / "env-python"))
+    with pytest.raises(ConfigError, match="MODELGATE_VLLM_PYTHON.*does not exist"):
+        resolve_vllm_python()
+
+
+def test_vllm_python_is_found_from_the_installation_not_the_working_directory(
+    monkeypatch, tmp_path
+):
+    import sys as _sys
+
+    from modelgate.deploy.local import vllm_python_candidates
+
+    monkeypatch.delenv("MODELGATE_VLLM_PYTHON", raising=False)
+    monkeypatch.chdir(tmp_path)
+    candidates = vllm_python_candidates()
+    assert Path(_sys.prefix).parent / ".venv-vllm/bin/python" in candidates
+    assert all(c.is_absolute() and not str(c).startswith(str(tmp_path)) for c in candidates)
+    (tmp_path / ".venv-vllm/bin").mkdir(parents=True)
+    (tmp_path / ".venv-vllm/bin/python").write_text("")  # a decoy in the working directory
+    found = resolve_vllm_python() if any(c.is_file() for c in candidates) else None
+    assert found is None or not found.startswith(str(tmp_path))
 
 
 def _stored_model(tmp_path, files):

@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,21 +39,52 @@ CPU_ARGS = ("--enforce-eager", "--distributed-executor-backend", "uni")
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
+VLLM_VENV = ".venv-vllm"
+
+
+def vllm_python_candidates() -> list[Path]:
+    """Where ``make venvs`` puts the vLLM interpreter, found from the installation itself.
+
+    Beside the environment modelgate runs in (``<dir>/.venv`` -> ``<dir>/.venv-vllm``), and in
+    the checkout the package was installed from (editable installs), never from the current
+    directory: ``modelgate`` works the same wherever it is started.
+    """
+    here = Path(__file__).resolve()
+    roots = [Path(sys.prefix).parent, here.parents[3]]
+    seen: list[Path] = []
+    for root in roots:
+        candidate = root / VLLM_VENV / "bin" / "python"
+        if candidate not in seen:
+            seen.append(candidate)
+    return seen
+
+
 def resolve_vllm_python(python: str | None = None) -> str:
     """The interpreter that has vLLM installed.
 
+    Order: ``python``, ``$MODELGATE_VLLM_PYTHON``, then :func:`vllm_python_candidates`.
+
     Raises:
-        ConfigError: Neither ``python`` nor ``$MODELGATE_VLLM_PYTHON`` names an existing file.
+        ConfigError: The given interpreter does not exist, or none was given or found.
     """
-    candidate = python or os.environ.get(VLLM_PYTHON_ENV)
-    if not candidate:
-        raise ConfigError(
-            f"no vLLM interpreter configured: set {VLLM_PYTHON_ENV} to the python of an "
-            "environment with vLLM (`make venvs` builds .venv-vllm), or pass --vllm-python"
-        )
-    if not Path(candidate).is_file():
-        raise ConfigError(f"vLLM interpreter {candidate!r} does not exist ({VLLM_PYTHON_ENV})")
-    return candidate
+    given = python or os.environ.get(VLLM_PYTHON_ENV)
+    if given:
+        if not Path(given).is_file():
+            source = "--vllm-python" if python else VLLM_PYTHON_ENV
+            raise ConfigError(
+                f"vLLM interpreter {given!r} ({source}) does not exist; point it at the python "
+                "of an environment with vLLM"
+            )
+        return given
+    for candidate in vllm_python_candidates():
+        if candidate.is_file():
+            return str(candidate)
+    tried = ", ".join(str(c) for c in vllm_python_candidates())
+    raise ConfigError(
+        f"no vLLM interpreter found (looked at {tried}): run `make venvs` in the modelgate "
+        f"checkout, or set {VLLM_PYTHON_ENV} (or --vllm-python) to the python of an environment "
+        "with vLLM"
+    )
 
 
 class LocalVLLMTarget:

@@ -1,0 +1,288 @@
+"""Preflight: everything knowable about a release, checked before any model work starts.
+
+``modelgate preflight`` and ``modelgate run|submit`` run :func:`preflight` on the submitting
+machine; the release pipeline runs it again as its first step, in the cluster, where it also
+checks what only the cluster knows (:func:`cluster_checks`): may the pipeline's service account
+manage InferenceServices in the namespace (a SelfSubjectAccessReview), does the ServingRuntime
+exist, can the pod write the model store.
+
+Every check runs (network ones with short timeouts, side by side) and every failure is reported,
+one line each with the fix, as the gates do.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from modelgate.errors import ConfigError, ModelgateError
+from modelgate.params import ReleaseParams
+
+logger = logging.getLogger(__name__)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+#: Checks that talk to a server get this long.
+NETWORK_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One preflight check: its name, whether it passed, and what was found or how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class PreflightError(ConfigError):
+    """One or more preflight checks failed; ``results`` has every check."""
+
+    def __init__(self, results: list[CheckResult]) -> None:
+        self.results = results
+        failed = [r for r in results if not r.ok]
+        lines = "\n".join(f"  {r.name}: {r.detail}" for r in failed)
+        super().__init__(f"preflight found {len(failed)} problem(s):\n{lines}")
+
+
+Check = Callable[[], str]
+
+
+def _run(checks: dict[str, Check]) -> list[CheckResult]:
+    def one(item: tuple[str, Check]) -> CheckResult:
+        name, check = item
+        started = time.monotonic()
+        try:
+            detail = check()
+            ok = True
+        except ModelgateError as e:
+            detail, ok = str(e).replace("\n", " "), False
+        except Exception as e:  # noqa: BLE001 - a check must report, never crash the others
+            detail, ok = f"{type(e).__name__}: {e}", False
+        logger.debug("preflight %s: %s in %.2fs", name, ok, time.monotonic() - started)
+        return CheckResult(name, ok, detail)
+
+    with ThreadPoolExecutor(max_workers=max(len(checks), 1)) as pool:
+        return list(pool.map(one, checks.items()))
+
+
+def _model_id(params: ReleaseParams) -> str:
+    if not params.model_id.strip():
+        raise ConfigError("no model id: pass the Hub repository to release (--model-id org/model)")
+    if not _REPO_ID.match(params.model_id):
+        raise ConfigError(f"{params.model_id!r} is not a Hub repository id such as 'org/model'")
+    return params.model_id
+
+
+def _gate(params: ReleaseParams) -> str:
+    from modelgate.gates import load_gate_config
+
+    config = load_gate_config(params.thresholds)
+    return f"gate {config.name!r}: {len(config.thresholds)} threshold(s)"
+
+
+def _quantization(params: ReleaseParams) -> str:
+    from pathlib import Path
+
+    from modelgate.quantize import NEEDS_CALIBRATION, validate_scheme
+    from modelgate.storage import scheme_of
+
+    scheme = validate_scheme(params.quant_scheme)
+    if scheme in NEEDS_CALIBRATION:
+        source = params.calibration_data
+        if not source:
+            raise ConfigError(
+                f"scheme {scheme} needs calibration data: pass --calibration-data "
+                "(a JSONL file, an s3:// URI or a dataset id); FP8_DYNAMIC needs none"
+            )
+        looks_local = source.endswith((".jsonl", ".json")) or source.startswith((".", "/"))
+        if not scheme_of(source) and looks_local and not Path(source).is_file():
+            raise ConfigError(f"calibration file {source!r} does not exist")
+    return scheme
+
+
+def _evaluation(params: ReleaseParams, *, local: bool) -> str:
+    import importlib.util
+
+    from modelgate.evaluate import BACKENDS, check_task_names
+    from modelgate.storage import scheme_of
+
+    if params.eval_backend not in BACKENDS or params.eval_backend == "local-completions":
+        choices = [b for b in BACKENDS if b != "local-completions"]
+        raise ConfigError(f"unknown eval backend {params.eval_backend!r}; choose one of {choices}")
+    if local and params.eval_backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise ConfigError(
+            "eval backend vllm needs vLLM in this environment (on a cluster: the eval image, "
+            "on GPU nodes); run locally with --eval-backend hf"
+        )
+    tasks = [t.strip() for t in params.eval_tasks.split(",") if t.strip()]
+    task_dir = params.eval_task_dir or None
+    if task_dir and scheme_of(task_dir):
+        from modelgate.storage import fetch
+
+        task_dir = str(fetch(task_dir))  # a stored folder of a few task files
+    check_task_names(tasks, task_dir=task_dir)
+    return ", ".join(tasks)
+
+
+def _deploy_target(params: ReleaseParams, *, local: bool) -> str:
+    from modelgate.deploy.target import TARGETS
+
+    if params.deploy_target not in TARGETS:
+        raise ConfigError(
+            f"unknown deploy target {params.deploy_target!r}; choose one of {list(TARGETS)}"
+        )
+    if params.deploy_target == "local":
+        if not local:
+            raise ConfigError("deploy target local only works with --local runs; use kserve")
+        from modelgate.deploy.local import resolve_vllm_python
+
+        return f"vLLM at {resolve_vllm_python(params.vllm_python or None)}"
+    from modelgate.deploy.spec import DeploySpec
+    from modelgate.placement import validated
+
+    validated(
+        DeploySpec,
+        {"name": params.deploy_name, "storage_uri": "s3://check/name"},
+        what="deployment",
+    )
+    if local:
+        from modelgate.deploy.kserve import KServeTarget
+
+        KServeTarget._default_apis()  # credentials for the cluster
+    return f"InferenceService {params.deploy_name}"
+
+
+def _registry(params: ReleaseParams) -> str:
+    from modelgate.registry import URL_ENV, registry_from_url
+
+    backend = registry_from_url(
+        params.registry_url or None, connect_attempts=1, timeout=NETWORK_TIMEOUT
+    )
+    if backend is None:
+        return f"skipped: no registry configured (set {URL_ENV})"
+    backend.check_api_version()  # type: ignore[attr-defined]
+    return f"{backend.describe()} speaks the registry REST API v1"
+
+
+def _hub(params: ReleaseParams) -> str:
+    from modelgate.download import resolve_snapshot
+
+    snapshot = resolve_snapshot(
+        params.model_id,
+        revision=params.revision,
+        allow_pickle=params.allow_pickle,
+        allow_remote_code=params.allow_remote_code,
+        endpoint=params.hf_endpoint or None,
+    )
+    sha, files = snapshot.commit_sha[:12], len(snapshot.files)
+    return f"{params.model_id}@{params.revision} = {sha}, {files} files"
+
+
+def _store(params: ReleaseParams, *, local: bool) -> str:
+    import os
+
+    from modelgate.storage import open_store, scheme_of
+
+    if not params.model_store:
+        raise ConfigError("no model store: pass --model-store s3://bucket/prefix")
+    store = open_store(params.model_store)
+    if not local and scheme_of(params.model_store) != "s3":
+        raise ConfigError(
+            f"model store {params.model_store} is a local folder the cluster cannot read: "
+            "pass --model-store s3://bucket/prefix"
+        )
+    if not local and not os.environ.get("AWS_ACCESS_KEY_ID"):
+        return f"{store.root}: not checked from here (no AWS keys); the run's preflight step does"
+    store.check_writable()
+    return f"{store.root} is writable"
+
+
+def release_checks(params: ReleaseParams, *, local: bool) -> dict[str, Check]:
+    """The checks of a release with ``params`` (``local``: a ``--local`` run on this machine)."""
+    checks: dict[str, Check] = {
+        "model": lambda: _model_id(params),
+        "gate": lambda: _gate(params),
+        "quantization": lambda: _quantization(params),
+        "evaluation": lambda: _evaluation(params, local=local),
+        "deploy": lambda: _deploy_target(params, local=local),
+        "registry": lambda: _registry(params),
+        "model store": lambda: _store(params, local=local),
+    }
+    if _REPO_ID.match(params.model_id):
+        checks["hub"] = lambda: _hub(params)
+    return checks
+
+
+def cluster_checks(
+    params: ReleaseParams, *, namespace: str, api_client: Any = None
+) -> dict[str, Check]:
+    """What only the cluster knows, checked from a pod of the pipeline (see module docstring)."""
+
+    def access() -> str:
+        from kubernetes import client
+
+        auth = client.AuthorizationV1Api(api_client)
+        missing = []
+        for group, resource, verb in (
+            ("serving.kserve.io", "inferenceservices", "create"),
+            ("serving.kserve.io", "inferenceservices", "update"),
+            ("serving.kserve.io", "inferenceservices", "get"),
+            ("apps", "deployments", "get"),
+        ):
+            review = client.V1SelfSubjectAccessReview(
+                spec=client.V1SelfSubjectAccessReviewSpec(
+                    resource_attributes=client.V1ResourceAttributes(
+                        group=group, resource=resource, verb=verb, namespace=namespace
+                    )
+                )
+            )
+            if not auth.create_self_subject_access_review(review).status.allowed:
+                missing.append(f"{verb} {resource}.{group}")
+        if missing:
+            from modelgate.deploy.kserve import RBAC_HINT
+
+            raise ConfigError(f"this pod may not {', '.join(missing)} in {namespace}: {RBAC_HINT}")
+        return f"may manage InferenceServices in {namespace}"
+
+    def runtime() -> str:
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+                "serving.kserve.io",
+                "v1alpha1",
+                namespace,
+                "servingruntimes",
+                params.serving_runtime,
+            )
+        except ApiException as e:
+            if e.status == 404:
+                raise ConfigError(
+                    f"ServingRuntime {params.serving_runtime!r} does not exist in {namespace}: "
+                    f"kubectl apply -k manifests/overlays/<overlay> -n {namespace}"
+                ) from e
+            raise
+        return f"ServingRuntime {params.serving_runtime} exists"
+
+    checks: dict[str, Check] = {}
+    if params.deploy_target == "kserve":
+        checks |= {"rbac": access, "serving runtime": runtime}
+    return checks
+
+
+def preflight(checks: dict[str, Check]) -> list[CheckResult]:
+    """Run every check; return the results, or raise if any failed.
+
+    Raises:
+        PreflightError: One or more checks failed (the message lists each with its fix).
+    """
+    results = _run(checks)
+    if not all(r.ok for r in results):
+        raise PreflightError(results)
+    return results
