@@ -123,3 +123,16 @@ def test_components_use_the_images_module_and_no_kfp_install():
         assert container["image"] in {BASE_IMAGE, EVAL_IMAGE}, name
         assert ":latest" not in container["image"]
         assert "pip install" not in json.dumps(container["command"]), name
+
+
+def test_release_parameters_are_declared_once():
+    """The pipeline's parameters are exactly ReleaseParams', with its defaults."""
+    from modelgate.params import PARAM_NAMES, param_default
+
+    params = load("release")[0]["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(PARAM_NAMES)
+    for name, spec in params.items():
+        if name in ("model_id", "model_store"):
+            assert "defaultValue" not in spec, f"{name} must be given"
+            continue
+        assert spec["defaultValue"] == param_default(name), name
