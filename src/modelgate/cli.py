@@ -440,15 +440,24 @@ PipelineName = Annotated[str, typer.Option(help="Pipeline name in KFP.")]
 
 
 def _cluster_release(overrides: dict[str, Any], *, params_file: Path | None) -> ReleaseParams:
-    """The parameters of a cluster run, checked, with local inputs staged into the store.
+    """The parameters of a cluster run, checked by preflight.
 
     Raises:
-        ConfigError: Preflight found bad input, or a local input cannot be uploaded.
+        ConfigError: Preflight found bad input.
+    """
+    release = resolve_release(overrides, params_file=params_file, local=False)
+    run_preflight(release, local=False)
+    return release
+
+
+def _stage_inputs(release: ReleaseParams) -> ReleaseParams:
+    """Local task folders and calibration files uploaded to the model store, as URIs.
+
+    Raises:
+        StorageError: The upload failed (e.g. no S3 keys on this machine).
     """
     from modelgate.storage import open_store, stage_input
 
-    release = resolve_release(overrides, params_file=params_file, local=False)
-    run_preflight(release, local=False)
     staged: dict[str, Any] = {}
     for name, kind in (("eval_task_dir", "tasks"), ("calibration_data", "calibration")):
         value = getattr(release, name)
@@ -489,6 +498,7 @@ def submit(
     configure_logging("WARNING")
     release = _cluster_release(overrides, params_file=params)
     client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
+    release = _stage_inputs(release)
     name = run_name or f"release-{release.model_id.split('/')[-1]}-{time.strftime('%Y%m%d-%H%M%S')}"
     submitted = kfp_submit.submit(
         client,
@@ -503,14 +513,16 @@ def submit(
     if not wait:
         return
 
-    def on_change(state: Any) -> None:
-        console.print(f"  {state.state:>10} {state.display_name}", highlight=False)
+    def on_change(step: Any) -> None:
+        console.print(f"  {step.state:>10} {step.name}", highlight=False)
 
     outcome = kfp_submit.wait(client, submitted.run_id, timeout=timeout, on_change=on_change)
-    if outcome.state != "SUCCEEDED":
+    if not outcome.succeeded:
         console.print(f"[red]run {submitted.run_id} ended {outcome.state}")
-        for task in outcome.failed:
-            console.print(f"[red]{task.display_name} failed:[/] {task.error}", soft_wrap=True)
+        for task in outcome.failed_tasks:
+            console.print(f"[red]{task.name} failed:[/] {task.message}", soft_wrap=True)
+        if outcome.error:
+            console.print(f"[red]run error:[/] {outcome.error}", soft_wrap=True)
         raise typer.Exit(1)
     console.print("[green]release succeeded")
 
@@ -547,6 +559,7 @@ def schedule(
     kfp_cron = kfp_submit.validate_cron(cron)  # before any other work
     release = _cluster_release(overrides, params_file=params)
     client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
+    release = _stage_inputs(release)
     job = name or f"release-{release.model_id.split('/')[-1]}-schedule"
     recurring_id = kfp_submit.schedule(
         client,
