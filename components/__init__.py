@@ -6,14 +6,21 @@ from components.evaluate.component import evaluate_model
 from components.gate.component import check_gate, stop_promotion
 from components.preflight.component import preflight_release
 from components.quantize.component import quantize_model
-from components.register.component import record_evaluation, register_candidate
+from components.register.component import (
+    lookup_production,
+    promote_candidate,
+    record_evaluation,
+    register_candidate,
+)
 
 __all__ = [
     "check_gate",
     "deploy_model",
     "download_model",
     "evaluate_model",
+    "lookup_production",
     "preflight_release",
+    "promote_candidate",
     "quantize_model",
     "record_evaluation",
     "register_candidate",

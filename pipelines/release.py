@@ -15,7 +15,9 @@ from components import (
     deploy_model,
     download_model,
     evaluate_model,
+    lookup_production,
     preflight_release,
+    promote_candidate,
     quantize_model,
     record_evaluation,
     register_candidate,
@@ -38,8 +40,8 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         description=(
             "Take an LLM from the Hugging Face Hub to a vLLM InferenceService on KServe: "
             "download to the model store, quantize with llm-compressor, register the candidate, "
-            "evaluate base and candidate with lm-eval, gate on thresholds and recovery, then "
-            "deploy and smoke-test only if the gate passed."
+            "evaluate base and candidate with lm-eval, gate on thresholds, recovery and the "
+            "version in production, then deploy, smoke-test and promote only if the gate passed."
         ),
     )
     def release(
@@ -217,9 +219,16 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             use_store_secret(task, model_store_secret)
             evaluations[label] = task
 
+        production = lookup_production(
+            model_id=model_id, model_name=registered_model_name, registry_url=registry_url
+        ).set_display_name("production version")
+        no_cache(place(production, "register", placement))
+        production.after(check)
+
         gate = check_gate(
             candidate_results=evaluations["candidate"].outputs["results"],
             base_results=evaluations["base"].outputs["results"],
+            production_results=production.outputs["production"],
             thresholds=thresholds,
         ).set_display_name("quality gate")
         place(gate, "gate", placement)
@@ -256,6 +265,10 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
                 deployment=deploy.outputs["deployment"], prompt=smoke_prompt
             ).set_display_name("smoke test")
             no_cache(place(smoke, "smoke_test", placement))
+            promote = promote_candidate(
+                record=register.outputs["record"], registry_url=registry_url
+            ).set_display_name("promote")
+            no_cache(place(promote.after(smoke), "register", placement))
         with dsl.Else(name="gate-failed"):
             stop = stop_promotion(
                 summary=gate.outputs["summary"], table=gate.outputs["table"]

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Markdown, Output
+from kfp.dsl import HTML, Artifact, Input, Markdown, Output
 
 from modelgate.images import BASE_IMAGE
 
@@ -12,46 +12,53 @@ from modelgate.images import BASE_IMAGE
 def check_gate(
     candidate_results: Input[Artifact],
     base_results: Input[Artifact],
+    production_results: Input[Artifact],
     thresholds: str,
     report: Output[Markdown],
+    chart: Output[HTML],
 ) -> NamedTuple("GateOutputs", [("passed", bool), ("summary", str), ("table", str)]):
-    """Check the candidate's metrics against thresholds and its recovery against the base.
+    """Check the candidate against thresholds, its recovery against the base model and its
+    ratio to the version in production; every failure is collected.
 
-    Every threshold is checked and every failure collected; a metric named in a threshold but
-    missing from the results fails the gate.
+    A metric named in a threshold but missing from the results fails the gate. Checks use
+    stderr and sample counts when the thresholds ask for it (``tolerance_stderr``,
+    ``min_samples``).
 
     Args:
         candidate_results: Results of the quantized model.
         base_results: Results of the unquantized model from the same run.
+        production_results: The production version's stored results (or that there is none).
         thresholds: Gate config as JSON or YAML, e.g.
             ``{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5,
-            "min_recovery": 0.97}]}``.
+            "min_recovery": 0.97, "min_vs_production": 0.99}]}``.
         report: The gate table (Markdown) for the UI.
+        chart: Base vs candidate vs production per metric (HTML) for the UI.
 
     Returns:
         passed: the decision; summary: one line naming each failing check; table: the Markdown.
 
     Raises:
-        ConfigError: The thresholds do not validate.
+        ConfigError: The thresholds do not validate, or a metric's direction is unknown.
     """
     from collections import namedtuple
 
-    from modelgate.evaluate import EvalResult
-    from modelgate.gates import check_gate as check
-    from modelgate.gates import gate_summary
+    from modelgate.gates import run_gate
     from modelgate.logs import configure_logging
 
     configure_logging()
-    result = check(
-        EvalResult.load(candidate_results.path),
+    outcome = run_gate(
+        candidate=candidate_results.path,
         config=thresholds,
-        base=EvalResult.load(base_results.path),
+        base=base_results.path,
+        production=production_results.path,
     )
-    table = result.to_markdown()
+    table = outcome.report.to_markdown()
     with open(report.path, "w") as fh:
         fh.write(table)
+    with open(chart.path, "w") as fh:
+        fh.write(outcome.html)
     outputs = namedtuple("GateOutputs", ["passed", "summary", "table"])
-    return outputs(result.passed, gate_summary(result), table)
+    return outputs(outcome.report.passed, outcome.summary, table)
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)

@@ -3,7 +3,7 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, Input
+from kfp.dsl import Artifact, Input, Output
 
 from modelgate.images import BASE_IMAGE
 
@@ -69,6 +69,41 @@ def register_candidate(
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def lookup_production(
+    production: Output[Artifact],
+    model_id: str,
+    model_name: str = "",
+    registry_url: str = "",
+) -> str:
+    """Find the version in production and the results stored on it, for the gate.
+
+    Args:
+        production: The production version's name, record and results (JSON; nulls if none).
+        model_id: Hub repository id (the registered model name derives from it).
+        model_name: Registered model name (empty: derived from the Hub id).
+        registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``; none: nothing to compare).
+
+    Returns:
+        The production version's name, or "" when there is none.
+
+    Raises:
+        RegistryError: The registry could not be read.
+    """
+    from modelgate.logs import configure_logging
+    from modelgate.naming import registered_model_name
+    from modelgate.registry import production_of
+    from modelgate.registry.base import write_production
+
+    configure_logging()
+    version = production_of(
+        registry_url=registry_url or None,
+        model_name=registered_model_name(model_id, model_name or None),
+    )
+    write_production(version, production.path)
+    return version.record.version_name or "" if version else ""
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def record_evaluation(
     record: str,
     candidate_results: Input[Artifact],
@@ -76,7 +111,9 @@ def record_evaluation(
     gate_report: str,
     registry_url: str = "",
 ) -> str:
-    """Attach evaluation metrics and the gate decision to the registered version.
+    """Store the candidate's results, the gate decision and a model card on its version.
+
+    A failed gate leaves the version registered as ``rejected``, with its decision and card.
 
     Args:
         record: Registry record JSON from ``register_candidate``.
@@ -86,24 +123,44 @@ def record_evaluation(
         registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
 
     Returns:
-        ``recorded`` or the reason it was skipped.
+        The version's stage, or the reason it was skipped.
 
     Raises:
         RegistryError: The registry refused the update.
     """
-    import json
-
     from modelgate.evaluate import EvalResult
     from modelgate.logs import configure_logging
     from modelgate.registry import RegistryRecord, record_evaluation
 
     configure_logging()
-    result = EvalResult.load(candidate_results.path)
     updated = record_evaluation(
-        record=RegistryRecord.from_dict(json.loads(record)),
+        record=RegistryRecord.from_dict(record),
         registry_url=registry_url or None,
-        metrics=result.flat(),
+        results=EvalResult.load(candidate_results.path),
         gate_passed=gate_passed,
         gate_report=gate_report,
     )
-    return "recorded" if updated.status == "registered" else updated.message
+    return updated.stage or "" if updated.status == "registered" else updated.message
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def promote_candidate(record: str, registry_url: str = "") -> str:
+    """After the post-deploy checks: the version becomes production, the previous one archived.
+
+    Args:
+        record: Registry record JSON from ``register_candidate``.
+        registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
+
+    Returns:
+        What was done, or why it was skipped.
+
+    Raises:
+        RegistryError: The registry refused the update.
+    """
+    from modelgate.logs import configure_logging
+    from modelgate.registry import RegistryRecord, promote_candidate
+
+    configure_logging()
+    return promote_candidate(
+        record=RegistryRecord.from_dict(record), registry_url=registry_url or None
+    )

@@ -52,10 +52,12 @@ KEY_OUTPUTS: dict[str, str] = {
     "register candidate": "status",
     "evaluate base": "Output",
     "evaluate candidate": "Output",
+    "production version": "Output",
     "quality gate": "summary",
     "record evaluation": "Output",
     "deploy": "endpoint",
     "smoke test": "Output",
+    "promote": "Output",
     "stop promotion": "Output",
 }
 STATUS_STYLE = {
@@ -220,6 +222,8 @@ def _key_output(step: Any) -> str:
         value = f"commit {str(value)[:12]}{size}"
     if step.display_name == "preflight" and value:
         value = f"{len(str(value).splitlines())} checks passed"
+    if step.display_name == "production version" and step.status == "success" and not value:
+        value = "none yet"
     text = str(value).replace("\n", " ")
     return text if len(text) <= 70 else text[:67] + "..."
 
@@ -276,9 +280,15 @@ def run_local(
     """
     from modelgate.storage import open_store, stage_input
 
+    from modelgate.registry import local_registry_url
+
     pipeline_root = pipeline_root.absolute()
+    defaults: dict[str, Any] = {}
     if not params.model_store:
-        params = params.model_copy(update={"model_store": (pipeline_root / "model-store").as_uri()})
+        defaults["model_store"] = (pipeline_root / "model-store").as_uri()
+    if not params.registry_url:  # the embedded registry of local runs
+        defaults["registry_url"] = local_registry_url(pipeline_root)
+    params = params.model_copy(update=defaults)
     run_preflight(params, local=True)
     pipeline_root.mkdir(parents=True, exist_ok=True)
     store = open_store(params.model_store)
@@ -334,6 +344,7 @@ def run_local(
     finally:
         if deploy and deploy.outputs.get("deployment") and params.deploy_target == "local":
             _stop_local(deploy.outputs["deployment"], keep=keep_serving)
+    print_registry(result, params.registry_url)
     if not result.succeeded:
         failed = [s.display_name for s in result.steps if s.status == "failure"]
         console.print(f"[red]release failed at: {', '.join(failed)}")
@@ -343,6 +354,31 @@ def run_local(
         return 1
     console.print("[green]release succeeded")
     return 0
+
+
+def print_registry(result: Any, registry_url: str) -> None:
+    """Where the candidate was registered, its stage, and how to browse the registry."""
+    from modelgate.registry import RegistryRecord
+    from modelgate.registry.mlflow import browse_hint, is_mlflow_url
+
+    register = result.step("register candidate")
+    if register is None or not register.outputs.get("record"):
+        return
+    record = RegistryRecord.from_dict(register.outputs["record"])
+    if record.status != "registered":
+        return
+    promote = result.step("promote")
+    stage = "production" if promote and promote.status == "success" else record.stage
+    recorded = result.step("record evaluation")
+    if recorded and recorded.status == "success" and stage != "production":
+        stage = recorded.outputs.get("Output") or stage
+    console.print(
+        f"registry: {record.model_name}:{record.version_name} is {stage} in {registry_url}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    if is_mlflow_url(registry_url):
+        console.print(f"browse it: {browse_hint(registry_url)}", soft_wrap=True, highlight=False)
 
 
 def _stop_local(deployment_json: str, *, keep: bool) -> None:
@@ -685,6 +721,46 @@ def demo(
 def _write_calibration(path: Path) -> None:
     lines = [json.dumps({"text": f"{a}+{b}={a + b}."}) for a in range(10) for b in range(10)]
     path.write_text("\n".join(lines) + "\n")
+
+
+@app.command()
+def gate(
+    candidate: Annotated[
+        Path, typer.Option(help="Candidate results: lm-eval's results JSON or modelgate's.")
+    ],
+    config: Annotated[str, typer.Option(help="Gate config: a .yaml/.json file or the text.")],
+    base: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads it
+        typer.Option(help="Base model results from the same run (for min_recovery)."),
+    ] = None,
+    production: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads it
+        typer.Option(help="Production version's results (for min_vs_production)."),
+    ] = None,
+    html: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads it
+        typer.Option(help="Also write the gate page (table + bar chart) here."),
+    ] = None,
+) -> None:
+    """Run a gate offline on saved results and print its table: how to tune thresholds.
+
+    Exits 0 when it passes, 1 when it fails, 2 on a bad config or input.
+    """
+    from modelgate.gates import run_gate
+
+    configure_logging("WARNING")
+    for path in (candidate, base, production):
+        if path is not None and not path.exists():
+            raise ConfigError(f"results file {path} does not exist")
+    outcome = run_gate(candidate=candidate, config=config, base=base, production=production)
+    console.print(Markdown(outcome.report.to_markdown()))
+    if html is not None:
+        html.write_text(outcome.html)
+        console.print(f"wrote {html}")
+    console.print(
+        f"[{'green' if outcome.report.passed else 'red'}]{outcome.summary}", soft_wrap=True
+    )
+    raise typer.Exit(0 if outcome.report.passed else 1)
 
 
 @app.command("compile")

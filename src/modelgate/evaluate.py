@@ -35,11 +35,12 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 @dataclass
 class MetricValue:
-    """One metric of one task."""
+    """One metric of one task: value, standard error, and direction (None: lm-eval gives none,
+    or not one boolean, e.g. a group mixing metrics)."""
 
     value: float
     stderr: float | None = None
-    higher_is_better: bool = True
+    higher_is_better: bool | None = True
 
 
 @dataclass
@@ -59,6 +60,58 @@ class EvalResult:
         if metric in metrics:
             return metrics[metric]
         return metrics.get(metric.split(",")[0])
+
+    def samples(self, task: str) -> int | None:
+        """How many samples lm-eval scored for ``task`` (its effective ``n-samples``)."""
+        return self.n_samples.get(task)
+
+    def to_properties(self, prefix: str = "eval.") -> dict[str, float | int | str]:
+        """Flat registry properties: ``<prefix><task>/<metric>`` = value, with ``.stderr`` and
+        ``.direction`` beside it, and ``<prefix><task>.n`` = samples."""
+        props: dict[str, float | int | str] = {}
+        for task, metrics in self.tasks.items():
+            for name, m in metrics.items():
+                key = f"{prefix}{task}/{name}"
+                props[key] = m.value
+                if m.stderr is not None:
+                    props[f"{key}.stderr"] = m.stderr
+                if m.higher_is_better is not None:
+                    props[f"{key}.direction"] = "higher" if m.higher_is_better else "lower"
+        for task, n in self.n_samples.items():
+            props[f"{prefix}{task}.n"] = int(n)
+        return props
+
+    @classmethod
+    def from_properties(
+        cls, props: dict[str, Any], *, model: str, prefix: str = "eval."
+    ) -> EvalResult | None:
+        """Inverse of :meth:`to_properties` (None when no metric is there)."""
+        out = cls(model=model, backend="registry")
+        extras: dict[tuple[str, str], dict[str, Any]] = {}
+        for key, value in props.items():
+            if not key.startswith(prefix):
+                continue
+            rest = key[len(prefix) :]
+            if "/" not in rest:
+                if rest.endswith(".n"):
+                    out.n_samples[rest[:-2]] = int(float(value))
+                continue
+            task, _, metric = rest.partition("/")
+            for suffix in (".stderr", ".direction"):
+                if metric.endswith(suffix):
+                    extras.setdefault((task, metric[: -len(suffix)]), {})[suffix] = value
+                    break
+            else:
+                out.tasks.setdefault(task, {})[metric] = MetricValue(value=float(value))
+        for (task, metric), extra in extras.items():
+            m = out.tasks.get(task, {}).get(metric)
+            if m is None:
+                continue
+            if ".stderr" in extra:
+                m.stderr = float(extra[".stderr"])
+            direction = extra.get(".direction")
+            m.higher_is_better = None if direction is None else direction == "higher"
+        return out if out.tasks else None
 
     def flat(self) -> dict[str, float]:
         """``{"task/metric": value}`` for logging as KFP metrics or registry properties."""
@@ -83,15 +136,34 @@ class EvalResult:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EvalResult:
-        """Read what :meth:`save` wrote.
+        """Read what :meth:`save` wrote, or lm-eval's own results JSON (``--output_path``).
+
+        A folder is searched for lm-eval's newest ``results_*.json``.
 
         Raises:
             EvaluationError: The file is missing or not an evaluation result.
         """
+        file = Path(path)
+        if file.is_dir():
+            found = sorted(file.rglob("results_*.json"), key=lambda p: p.stat().st_mtime)
+            if not found:
+                raise EvaluationError(f"{path} holds no lm-eval results_*.json")
+            file = found[-1]
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError, AttributeError) as e:
-            raise EvaluationError(f"{path} is not a modelgate evaluation result: {e}") from e
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as e:
+            raise EvaluationError(f"{path} is not a readable results file: {e}") from e
+        try:
+            if isinstance(data, dict) and "results" in data and "tasks" not in data:
+                config = data.get("config") or {}
+                return parse_lm_eval_results(
+                    data,
+                    model=str(data.get("model_name") or config.get("model_args") or file.stem),
+                    backend=str(config.get("model") or "lm-eval"),
+                )
+            return cls.from_dict(data)
+        except (ValueError, TypeError, AttributeError, KeyError) as e:
+            raise EvaluationError(f"{path} is not a modelgate or lm-eval result: {e}") from e
 
 
 def parse_lm_eval_results(raw: dict[str, Any], *, model: str, backend: str) -> EvalResult:
@@ -120,8 +192,12 @@ def parse_lm_eval_results(raw: dict[str, Any], *, model: str, backend: str) -> E
             stderr = float(stderr) if isinstance(stderr, int | float) else None
             if stderr is not None and math.isnan(stderr):
                 stderr = None
-            hib = bool(direction.get(task, {}).get(name, True))
-            parsed[label] = MetricValue(value=float(value), stderr=stderr, higher_is_better=hib)
+            hib = (direction.get(task) or {}).get(name)
+            parsed[label] = MetricValue(
+                value=float(value),
+                stderr=stderr,
+                higher_is_better=hib if isinstance(hib, bool) else None,
+            )
         out.tasks[task] = parsed
     out.n_samples = {
         t: int(v.get("effective", v.get("original", 0)))

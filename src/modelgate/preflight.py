@@ -165,8 +165,8 @@ def _registry(params: ReleaseParams) -> str:
     )
     if backend is None:
         return f"skipped: no registry configured (set {URL_ENV})"
-    backend.check_api_version()  # type: ignore[attr-defined]
-    return f"{backend.describe()} speaks the registry REST API v1"
+    backend.check()
+    return f"{backend.describe()} answers"
 
 
 def _hub(params: ReleaseParams) -> str:

@@ -33,6 +33,8 @@ GPU_RUN = {
 }
 #: steps whose result must not come from KFP's cache
 UNCACHED = {
+    "production version",
+    "promote",
     "preflight",
     "download",
     "register candidate",

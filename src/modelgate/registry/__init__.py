@@ -1,0 +1,233 @@
+"""Model registries: register a candidate, record why it passed or failed, promote it.
+
+:class:`~modelgate.registry.base.RegistryBackend` has two implementations, picked by URL:
+``http(s)://host:port`` is the Kubeflow Model Registry (:mod:`.kubeflow`), ``mlflow+sqlite:///…``
+or ``mlflow+http(s)://…`` MLflow (:mod:`.mlflow`). The functions below are what the pipeline's
+steps call; with no registry configured they report ``skipped``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from modelgate.errors import ConfigError
+from modelgate.naming import registered_model_name
+from modelgate.naming import version_name as naming_version_name
+from modelgate.registry.base import (
+    AUTHOR_ENV,
+    DEFAULT_AUTHOR,
+    SKIPPED_MESSAGE,
+    URL_ENV,
+    ProductionVersion,
+    RegisterRequest,
+    RegistryBackend,
+    RegistryRecord,
+)
+
+if TYPE_CHECKING:
+    from modelgate.evaluate import EvalResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ProductionVersion",
+    "RegisterRequest",
+    "RegistryBackend",
+    "RegistryRecord",
+    "SKIPPED_MESSAGE",
+    "URL_ENV",
+    "candidate_request",
+    "local_registry_url",
+    "production_of",
+    "promote_candidate",
+    "record_evaluation",
+    "register_candidate",
+    "registry_from_url",
+]
+
+
+def registry_from_url(url: str | None = None, **kw: Any) -> RegistryBackend | None:
+    """The registry backend for ``url`` (else ``$MODEL_REGISTRY_URL``), or None without one.
+
+    Args:
+        url: ``http(s)://host:port`` (Kubeflow) or ``mlflow+…`` (MLflow).
+        **kw: ``author`` (default ``$MODEL_REGISTRY_AUTHOR`` or ``modelgate``),
+            ``connect_attempts``, ``timeout``.
+
+    Raises:
+        ConfigError: The URL is malformed.
+    """
+    resolved = (url or "").strip() or os.environ.get(URL_ENV, "").strip()
+    if not resolved:
+        return None
+    kw.setdefault("author", os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR)
+    from modelgate.registry.mlflow import MLflowRegistry, is_mlflow_url
+
+    if is_mlflow_url(resolved):
+        return MLflowRegistry(resolved, **kw)
+    from modelgate.registry.kubeflow import KubeflowModelRegistry
+
+    return KubeflowModelRegistry(resolved, **kw)
+
+
+def local_registry_url(root: str | os.PathLike[str]) -> str:
+    """The embedded MLflow registry of local runs under ``root``: ``<root>/registry/mlflow.db``."""
+    return "mlflow+sqlite:///" + str((Path(root) / "registry" / "mlflow.db").absolute())
+
+
+def candidate_request(
+    *,
+    model_uri: str,
+    repo_id: str,
+    revision: str,
+    commit_sha: str,
+    scheme: str,
+    model_name: str | None = None,
+    version_name: str | None = None,
+    pipeline_run_id: str | None = None,
+    pipeline_run_name: str | None = None,
+    namespace: str | None = None,
+    author: str | None = None,
+) -> RegisterRequest:
+    """What the register step writes for a quantized candidate (naming and lineage policy).
+
+    The registered model name is slash-free (:func:`modelgate.naming.registered_model_name`);
+    the Hub id, revision and commit go into properties. The version name is
+    ``<scheme>-<commit[:12]>-<run>`` unless given.
+
+    Raises:
+        ConfigError: A name the registry URI cannot carry.
+    """
+    properties: dict[str, str | int | float | bool] = {
+        "source_repo": repo_id,
+        "source_revision": revision,
+        "source_commit": commit_sha,
+        "quant_scheme": scheme,
+    }
+    for key, value in (
+        ("pipeline_run_id", pipeline_run_id),
+        ("pipeline_run_name", pipeline_run_name),
+        ("namespace", namespace),
+    ):
+        if value:
+            properties[key] = value
+    return RegisterRequest(
+        model_name=registered_model_name(repo_id, model_name),
+        version_name=version_name
+        or naming_version_name(scheme=scheme, commit_sha=commit_sha, run_id=pipeline_run_id),
+        uri=model_uri,
+        description=f"{repo_id}@{commit_sha} quantized with {scheme}",
+        author=author,
+        properties=properties,
+    )
+
+
+def register_candidate(*, registry_url: str | None, request: RegisterRequest) -> RegistryRecord:
+    """Pipeline entry point: register ``request`` as a candidate, or skip without a registry.
+
+    Raises:
+        ConfigError: The URL is malformed.
+        RegistryError: Registration failed (nothing half-registered is left).
+    """
+    backend = registry_from_url(registry_url)
+    if backend is None:
+        logger.warning(SKIPPED_MESSAGE)
+        return RegistryRecord(
+            status="skipped",
+            message=SKIPPED_MESSAGE,
+            model_name=request.model_name,
+            version_name=request.version_name,
+            uri=request.uri,
+            lineage=request.properties,
+        )
+    record = backend.register_version(request)
+    return record.model_copy(update={"lineage": request.properties, "uri": request.uri})
+
+
+def production_of(*, registry_url: str | None, model_name: str) -> ProductionVersion | None:
+    """Pipeline entry point: the production version of ``model_name`` and its results.
+
+    None without a registry, or when nothing is in production yet.
+
+    Raises:
+        RegistryError: The registry could not be read.
+    """
+    backend = registry_from_url(registry_url)
+    if backend is None:
+        return None
+    return backend.production(model_name)
+
+
+def _backend_for(record: RegistryRecord, registry_url: str | None) -> RegistryBackend:
+    url = (registry_url or "").strip() or os.environ.get(URL_ENV, "").strip() or record.registry
+    backend = registry_from_url(url)
+    if backend is None:
+        raise ConfigError(
+            f"record of {record.model_name}:{record.version_name} says registered but names no "
+            f"registry; set {URL_ENV}"
+        )
+    return backend
+
+
+def model_card(record: RegistryRecord, *, results: EvalResult, gate_report: str) -> str:
+    """The model card of ``record`` (the license read from the stored model's README)."""
+    from modelgate.errors import ModelgateError
+    from modelgate.registry.card import license_of, render_card
+    from modelgate.storage import read_file
+
+    readme = None
+    if record.uri:
+        try:
+            readme = read_file(record.uri, "README.md")
+        except ModelgateError:
+            readme = None  # a model without a README states no license
+    return render_card(
+        model_name=record.model_name or "",
+        version_name=record.version_name or "",
+        uri=record.uri or "",
+        lineage=dict(record.lineage),
+        results=results,
+        gate_report=gate_report,
+        license=license_of(readme),
+    )
+
+
+def record_evaluation(
+    *,
+    record: RegistryRecord,
+    registry_url: str | None,
+    results: EvalResult,
+    gate_passed: bool,
+    gate_report: str,
+) -> RegistryRecord:
+    """Pipeline entry point: results, gate decision and model card onto the candidate.
+
+    Returns:
+        The record with its new stage (``candidate`` or ``rejected``), or unchanged when skipped.
+
+    Raises:
+        ConfigError: Bad metrics, or a registered record without any registry URL.
+        RegistryError: The update failed.
+    """
+    if record.status == "skipped":
+        logger.warning("evaluation not recorded: %s", record.message)
+        return record
+    card = model_card(record, results=results, gate_report=gate_report)
+    return _backend_for(record, registry_url).attach_evaluation(
+        record, results=results, gate_passed=gate_passed, gate_report=gate_report, card=card
+    )
+
+
+def promote_candidate(*, record: RegistryRecord, registry_url: str | None) -> str:
+    """Pipeline entry point, after the post-deploy checks: the version becomes production and
+    the previous production version is archived. Says what it did (or why it skipped).
+
+    Raises:
+        RegistryError: The update failed.
+    """
+    if record.status == "skipped":
+        return record.message
+    return _backend_for(record, registry_url).promote(record)

@@ -1,0 +1,270 @@
+"""What every registry backend shares: requests, records, stages and the interface.
+
+Stages of a version (``modelgate.stage``): ``candidate`` when registered; ``rejected`` when its
+gate failed (it stays registered, with its decision and card, never production); ``production``
+once deployed and past the post-deploy checks (MLflow: the alias ``production``); ``archived``
+when a newer version replaced it in production. ``modelgate.gate`` holds the gate decision,
+``passed`` or ``failed``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
+
+from modelgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from modelgate.evaluate import EvalResult
+
+PropertyValue = StrictBool | StrictInt | StrictFloat | StrictStr
+"""A custom property value: the types the registries store natively."""
+
+URL_ENV = "MODEL_REGISTRY_URL"
+TOKEN_ENV = "MODEL_REGISTRY_TOKEN"
+AUTHOR_ENV = "MODEL_REGISTRY_AUTHOR"
+DEFAULT_AUTHOR = "modelgate"
+
+SKIPPED_MESSAGE = f"skipped: no registry configured (set {URL_ENV})"
+"""Message of the record returned when no registry is configured."""
+
+STAGE_PROPERTY = "modelgate.stage"
+GATE_PROPERTY = "modelgate.gate"
+REGISTRATION_ID_PROPERTY = "modelgate.registration_id"
+VERSION_PROPERTY = "modelgate.version_name"
+STAGE_CANDIDATE = "candidate"
+STAGE_REJECTED = "rejected"
+STAGE_PRODUCTION = "production"
+STAGE_ARCHIVED = "archived"
+GATE_PASSED = "passed"
+GATE_FAILED = "failed"
+GATE_REPORT_MAX_CHARS = 8000
+"""Gate reports and cards are cut to this many characters in a property (DB column size)."""
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _validate_properties(props: Mapping[str, Any], *, what: str) -> None:
+    for key, value in props.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ConfigError(f"{what}: property names must be non-empty strings, got {key!r}")
+        if isinstance(value, bool) or isinstance(value, str):
+            continue
+        if isinstance(value, int):
+            if not _INT64_MIN <= value <= _INT64_MAX:
+                raise ConfigError(f"{what}: property {key!r}={value} does not fit int64")
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConfigError(f"{what}: property {key!r} must be finite, got {value}")
+            continue
+        raise ConfigError(
+            f"{what}: property {key!r} has type {type(value).__name__}; "
+            "expected str, int, float or bool"
+        )
+
+
+class RegisterRequest(BaseModel):
+    """What to register: one model version, its artifact and its lineage.
+
+    Attributes:
+        model_name: RegisteredModel name, e.g. ``"qwen2.5-0.5b-instruct-w4a16"``.
+        version_name: Version name, unique within the model, e.g. a pipeline run id or semver.
+        uri: Where the artifact lives, e.g. ``"s3://models/qwen/w4a16"`` or ``"oci://..."``.
+        model_format_name: Model format for serving runtime selection (default ``"vLLM"``).
+        model_format_version: Version of that format (default ``"1"``).
+        description: Version description.
+        author: Version author; defaults to the backend's author.
+        properties: Lineage custom properties (``source_repo``, ``source_commit``,
+            ``quant_scheme``, ``pipeline_run_id``, ...); ``pipeline_run_name`` and
+            ``namespace`` also fill the artifact's KFP source fields.
+        storage_key: Name of the storage secret (data connection) KServe should use.
+        storage_path: Path inside that storage.
+        service_account_name: Service account holding the storage secret.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field(min_length=1)
+    version_name: str = Field(min_length=1)
+    uri: str = Field(min_length=1)
+    model_format_name: str = Field(default="vLLM", min_length=1)
+    model_format_version: str = Field(default="1", min_length=1)
+    description: str | None = None
+    author: str | None = None
+    properties: dict[str, PropertyValue] = Field(default_factory=dict)
+    storage_key: str | None = None
+    storage_path: str | None = None
+    service_account_name: str | None = None
+
+    @field_validator("properties")
+    @classmethod
+    def _check_properties(cls, value: dict[str, PropertyValue]) -> dict[str, PropertyValue]:
+        _validate_properties(value, what="RegisterRequest.properties")
+        reserved = {STAGE_PROPERTY, REGISTRATION_ID_PROPERTY} & set(value)
+        if reserved:
+            raise ConfigError(f"RegisterRequest.properties: {sorted(reserved)} are reserved")
+        return value
+
+
+class RegistryRecord(BaseModel):
+    """Outcome of the register step; travels between pipeline steps as JSON.
+
+    Attributes:
+        status: ``"registered"`` or ``"skipped"`` (no registry configured).
+        message: Human-readable outcome.
+        registered_model_id: RegisteredModel id, when registered.
+        model_version_id: ModelVersion id, when registered.
+        model_artifact_id: ModelArtifact id, when registered.
+        registry: Registry URL the record lives in.
+        model_name: Registered model name.
+        version_name: Version name.
+        stage: Last ``modelgate.stage`` written (``candidate``, ``rejected``, ``production``,
+            ``archived``).
+        uri: The model artifact's URI (where KServe fetches the version).
+        lineage: The lineage properties it was registered with (for its model card).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: Literal["registered", "skipped"]
+    message: str
+    registered_model_id: str | None = None
+    model_version_id: str | None = None
+    model_artifact_id: str | None = None
+    registry: str | None = None
+    model_name: str | None = None
+    version_name: str | None = None
+    stage: str | None = None
+    uri: str | None = None
+    lineage: dict[str, PropertyValue] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str) -> RegistryRecord:
+        """Rebuild a record from :meth:`to_dict` output or its JSON text.
+
+        Raises:
+            ConfigError: The data is not a valid record.
+        """
+        try:
+            if isinstance(data, str):
+                return cls.model_validate_json(data)
+            return cls.model_validate(dict(data))
+        except ValueError as e:
+            raise ConfigError(f"not a RegistryRecord: {e}") from e
+
+    def to_json(self) -> str:
+        """Compact JSON text of :meth:`to_dict`."""
+        return self.model_dump_json()
+
+
+@dataclass
+class ProductionVersion:
+    """The version in production, with the results stored on it (None: none stored)."""
+
+    record: RegistryRecord
+    results: EvalResult | None
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON (the pipeline passes it from the lookup step to the gate)."""
+        write_production(self, path)
+
+
+def write_production(version: ProductionVersion | None, path: str | os.PathLike[str]) -> None:
+    """Write ``version`` (or that there is none) as JSON."""
+    data = {
+        "version": version.record.version_name if version else None,
+        "record": version.record.to_dict() if version else None,
+        "results": version.results.to_dict() if version and version.results else None,
+    }
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
+def read_production(path: str | os.PathLike[str]) -> tuple[EvalResult | None, str | None]:
+    """(results, version name) of a production file: what :func:`write_production` wrote, or a
+    plain results file (modelgate's or lm-eval's), whose version is its file name.
+
+    Raises:
+        EvaluationError: The file is neither.
+    """
+    from modelgate.evaluate import EvalResult
+
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text()) if file.is_file() else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and set(data) == {"version", "record", "results"}:
+        results = EvalResult.from_dict(data["results"]) if data["results"] else None
+        return results, data["version"]
+    return EvalResult.load(file), file.stem
+
+
+@runtime_checkable
+class RegistryBackend(Protocol):
+    """A model registry: Kubeflow Model Registry (:mod:`.kubeflow`) or MLflow (:mod:`.mlflow`)."""
+
+    def describe(self) -> str:
+        """Where this backend points, for logs (e.g. its URL)."""
+        ...
+
+    def check(self) -> None:
+        """Reachability and API version, for preflight; raises :class:`RegistryError`."""
+        ...
+
+    def register_version(self, request: RegisterRequest) -> RegistryRecord:
+        """Register ``request`` as a ``candidate`` (idempotent for the same name and URI)."""
+        ...
+
+    def attach_evaluation(
+        self,
+        record: RegistryRecord,
+        *,
+        results: EvalResult,
+        gate_passed: bool,
+        gate_report: str,
+        card: str,
+    ) -> RegistryRecord:
+        """Store the results (value, stderr, n per metric; the lm-eval config), the gate
+        decision and report, and the model card; a failed gate makes it ``rejected``."""
+        ...
+
+    def promote(self, record: RegistryRecord) -> str:
+        """Make the version ``production`` and archive the previous one; says what it did."""
+        ...
+
+    def production(self, model_name: str) -> ProductionVersion | None:
+        """The version of ``model_name`` in production, with its stored results."""
+        ...
+
+
+def truncate(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"\n...[truncated {len(text) - limit} chars]"
+    return text[: limit - len(marker)] + marker
+
+
+def describe_error(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:500]}" if text else type(e).__name__
