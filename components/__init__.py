@@ -11,6 +11,7 @@ from components.register.component import (
     promote_candidate,
     record_evaluation,
     register_candidate,
+    resolve_version,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "quantize_model",
     "record_evaluation",
     "register_candidate",
+    "resolve_version",
     "smoke_test",
     "stop_promotion",
 ]

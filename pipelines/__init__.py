@@ -4,4 +4,4 @@ from pathlib import Path
 
 PIPELINES_DIR = Path(__file__).resolve().parent
 #: Pipeline modules whose compiled YAML is committed beside them.
-PIPELINE_MODULES = ("release",)
+PIPELINE_MODULES = ("release", "redeploy")

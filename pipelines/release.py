@@ -10,24 +10,12 @@ store only carries manifests, metrics and reports.
 
 from kfp import compiler, dsl
 
-from components import (
-    check_gate,
-    deploy_model,
-    download_model,
-    evaluate_model,
-    lookup_production,
-    preflight_release,
-    promote_candidate,
-    quantize_model,
-    record_evaluation,
-    register_candidate,
-    smoke_test,
-    stop_promotion,
-)
+from components import download_model, preflight_release, quantize_model, register_candidate
 from modelgate.params import param_default
 from modelgate.placement import Placement
 from pipelines import PIPELINES_DIR
 from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+from pipelines.stages import evaluate, gate_and_promote, gpu, production_lookup
 
 D = param_default  # every default comes from modelgate.params.ReleaseParams
 
@@ -128,13 +116,7 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             vllm_python: For ``local`` deploys: the interpreter with vLLM.
             smoke_prompt: Prompt of the post-deploy smoke test.
         """
-        gpu = {
-            "accelerator_type": accelerator_type,
-            "accelerator_count": accelerator_count,
-            "tolerations": tolerations,
-            "node_selector": node_selector,
-        }
-
+        p = dict(locals())  # every run parameter's channel, for pipelines.stages
         check = preflight_release(
             model_id=model_id,
             model_store=model_store,
@@ -180,7 +162,7 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             scheme=quant_scheme,
             calibration_data=calibration_data,
         ).set_display_name("quantize")
-        place(quantize, "quantize", placement, **gpu)
+        place(quantize, "quantize", placement, **gpu(p))
         use_store_secret(quantize, model_store_secret)
 
         register = register_candidate(
@@ -195,85 +177,24 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         ).set_display_name("register candidate")
         no_cache(place(register, "register", placement))
 
-        evaluations = {}
-        for label, model_uri in (
-            ("base", download.outputs["model_uri"]),
-            ("candidate", quantize.outputs["model_uri"]),
-        ):
-            task = evaluate_model(
-                model_uri=model_uri,
-                tasks=eval_tasks,
-                backend=eval_backend,
-                task_dir=eval_task_dir,
-                limit=eval_limit,
-                num_fewshot=eval_num_fewshot,
-                batch_size=eval_batch_size,
-                device=eval_device,
-                max_length=eval_max_length,
-                gpus=accelerator_count,
-                offline=eval_offline,
-                hf_endpoint=hf_endpoint,
-            ).set_display_name(f"evaluate {label}")
-            place(task, "evaluate", placement, **gpu)
-            use_hf_token(task, hf_token_secret)
-            use_store_secret(task, model_store_secret)
-            evaluations[label] = task
-
-        production = lookup_production(
-            model_id=model_id, model_name=registered_model_name, registry_url=registry_url
-        ).set_display_name("production version")
-        no_cache(place(production, "register", placement))
+        evaluations = {
+            label: evaluate(p, placement, model_uri=uri, label=label)
+            for label, uri in (
+                ("base", download.outputs["model_uri"]),
+                ("candidate", quantize.outputs["model_uri"]),
+            )
+        }
+        production = production_lookup(p, placement, model_id=model_id)
         production.after(check)
-
-        gate = check_gate(
-            candidate_results=evaluations["candidate"].outputs["results"],
-            base_results=evaluations["base"].outputs["results"],
-            production_results=production.outputs["production"],
-            thresholds=thresholds,
-        ).set_display_name("quality gate")
-        place(gate, "gate", placement)
-
-        record = record_evaluation(
+        gate_and_promote(
+            p,
+            placement,
+            candidate=evaluations["candidate"],
+            base=evaluations["base"],
+            production=production,
             record=register.outputs["record"],
-            candidate_results=evaluations["candidate"].outputs["results"],
-            gate_passed=gate.outputs["passed"],
-            gate_report=gate.outputs["table"],
-            registry_url=registry_url,
-        ).set_display_name("record evaluation")
-        no_cache(place(record, "register", placement))
-
-        with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP DSL
-            deploy = deploy_model(
-                model_uri=quantize.outputs["model_uri"],
-                name=deploy_name,
-                target=deploy_target,
-                namespace=namespace,
-                storage_uri=storage_uri,
-                registry_record=register.outputs["record"],
-                prefer_registry_uri=prefer_registry_uri,
-                runtime=serving_runtime,
-                service_account=serving_service_account,
-                deployment_mode=deployment_mode,
-                serving_resources=placement.resources("serve").model_dump(exclude_none=True),
-                max_model_len=max_model_len,
-                vllm_python=vllm_python,
-                **gpu,
-            ).set_display_name("deploy")
-            no_cache(place(deploy, "deploy", placement))
-            deploy.after(record)  # the registry knows the gate decision before anything serves
-            smoke = smoke_test(
-                deployment=deploy.outputs["deployment"], prompt=smoke_prompt
-            ).set_display_name("smoke test")
-            no_cache(place(smoke, "smoke_test", placement))
-            promote = promote_candidate(
-                record=register.outputs["record"], registry_url=registry_url
-            ).set_display_name("promote")
-            no_cache(place(promote.after(smoke), "register", placement))
-        with dsl.Else(name="gate-failed"):
-            stop = stop_promotion(
-                summary=gate.outputs["summary"], table=gate.outputs["table"]
-            ).set_display_name("stop promotion")
-            no_cache(place(stop.after(record), "gate", placement))
+            model_uri=quantize.outputs["model_uri"],
+        )
 
     return release
 

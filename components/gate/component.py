@@ -1,6 +1,6 @@
 """Quality gate components."""
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Output
@@ -11,11 +11,11 @@ from modelgate.images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def check_gate(
     candidate_results: Input[Artifact],
-    base_results: Input[Artifact],
     production_results: Input[Artifact],
     thresholds: str,
     report: Output[Markdown],
     chart: Output[HTML],
+    base_results: Optional[Input[Artifact]] = None,
 ) -> NamedTuple("GateOutputs", [("passed", bool), ("summary", str), ("table", str)]):
     """Check the candidate against thresholds, its recovery against the base model and its
     ratio to the version in production; every failure is collected.
@@ -26,13 +26,13 @@ def check_gate(
 
     Args:
         candidate_results: Results of the quantized model.
-        base_results: Results of the unquantized model from the same run.
         production_results: The production version's stored results (or that there is none).
         thresholds: Gate config as JSON or YAML, e.g.
             ``{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5,
             "min_recovery": 0.97, "min_vs_production": 0.99}]}``.
         report: The gate table (Markdown) for the UI.
         chart: Base vs candidate vs production per metric (HTML) for the UI.
+        base_results: Results of the unquantized model from the same run (none in a redeploy).
 
     Returns:
         passed: the decision; summary: one line naming each failing check; table: the Markdown.
@@ -49,7 +49,7 @@ def check_gate(
     outcome = run_gate(
         candidate=candidate_results.path,
         config=thresholds,
-        base=base_results.path,
+        base=base_results.path if base_results else None,
         production=production_results.path,
     )
     table = outcome.report.to_markdown()

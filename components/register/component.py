@@ -69,6 +69,37 @@ def register_candidate(
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def resolve_version(model_name: str, version_name: str = "", registry_url: str = "") -> NamedTuple(
+    "ResolvedVersion", [("model_uri", str), ("record", str)]
+):
+    """The registered version a redeploy re-evaluates and serves.
+
+    Args:
+        model_name: Registered model name.
+        version_name: Version (empty: the newest one neither rejected nor archived).
+        registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
+
+    Returns:
+        model_uri: where the version's model is stored; record: its registry record as JSON.
+
+    Raises:
+        ConfigError: No registry configured.
+        RegistryError: No such version.
+    """
+    from collections import namedtuple
+
+    from modelgate.logs import configure_logging
+    from modelgate.registry import resolve_version as resolve
+
+    configure_logging()
+    record = resolve(
+        registry_url=registry_url or None, model_name=model_name, version_name=version_name or None
+    )
+    outputs = namedtuple("ResolvedVersion", ["model_uri", "record"])
+    return outputs(record.uri or "", record.to_json())
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def lookup_production(
     production: Output[Artifact],
     model_id: str,

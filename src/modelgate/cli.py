@@ -1,7 +1,7 @@
 """The ``modelgate`` command line.
 
 ``run --local``, ``preflight``, ``submit`` and ``schedule`` take the release pipeline's
-parameters as options generated from :class:`modelgate.params.ReleaseParams` (one declaration)
+parameters as options generated from the pipelines' params models in :mod:`modelgate.params`
 and a ``--params`` file; options given on the command line override the file, which overrides
 the defaults. Exit codes: 0 success, 1 a failed release (a step or the gate), 2 bad input found
 before anything ran.
@@ -29,7 +29,13 @@ from rich.table import Table
 
 from modelgate.errors import ConfigError, ModelgateError
 from modelgate.logs import configure_logging
-from modelgate.params import PARAM_HELP, PARAM_NAMES, ReleaseParams, param_default
+from modelgate.params import (
+    ALL_PARAM_NAMES,
+    PARAM_HELP,
+    PIPELINE_PARAMS,
+    ReleaseParams,
+    param_default,
+)
 
 app = typer.Typer(
     help="Take an LLM from the Hugging Face Hub to a gated vLLM deployment.",
@@ -84,16 +90,21 @@ STRUCTURED = {"tolerations": list, "node_selector": dict}
 # --------------------------------------------------------------------------------------------
 
 
+def _params_model(name: str) -> Any:
+    """The first params model that declares parameter ``name``."""
+    return next(m for m in PIPELINE_PARAMS.values() if name in m.model_fields)
+
+
 def _option_type(name: str) -> type:
-    annotation = ReleaseParams.model_fields[name].annotation
+    annotation = _params_model(name).model_fields[name].annotation
     return annotation if annotation in (int, bool) else str
 
 
 def release_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add one option per release parameter to a command; it receives ``overrides``.
+    """Add one option per pipeline parameter to a command; it receives ``overrides``.
 
     ``overrides`` holds only the options given on the command line (none has a default here),
-    so they can override a params file.
+    so they can override a params file. Each pipeline validates the ones it takes.
     """
     hints = typing.get_type_hints(func, include_extras=True)
     own = [
@@ -102,17 +113,17 @@ def release_options(func: Callable[..., Any]) -> Callable[..., Any]:
         if p.name != "overrides"
     ]
     generated = []
-    for name in PARAM_NAMES:
+    for name in ALL_PARAM_NAMES:
         kind = _option_type(name)
         flag = "--" + name.replace("_", "-")
         decls = [f"{flag}/--no-{flag[2:]}"] if kind is bool else [flag]
-        default = param_default(name)
+        default = param_default(name, _params_model(name))
         shown = json.dumps(default) if not isinstance(default, str) else repr(default)
         option = typer.Option(
             *decls,
             help=f"{PARAM_HELP[name]} [default: {shown if len(shown) < 40 else '...'}]",
             show_default=False,
-            rich_help_panel="Release parameters",
+            rich_help_panel="Pipeline parameters",
         )
         generated.append(
             inspect.Parameter(
@@ -125,8 +136,8 @@ def release_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
-        overrides = {n: kwargs.pop(n) for n in PARAM_NAMES if kwargs.get(n) is not None}
-        for name in PARAM_NAMES:
+        overrides = {n: kwargs.pop(n) for n in ALL_PARAM_NAMES if kwargs.get(n) is not None}
+        for name in ALL_PARAM_NAMES:
             kwargs.pop(name, None)
         return func(overrides=overrides, **kwargs)
 
@@ -147,9 +158,10 @@ def _read_text_option(value: str) -> str:
 
 
 def resolve_release(
-    overrides: dict[str, Any], *, params_file: Path | None, local: bool
-) -> ReleaseParams:
-    """Defaults < environment < local-run defaults < ``--params`` file < options.
+    overrides: dict[str, Any], *, params_file: Path | None, local: bool, pipeline: str = "release"
+) -> Any:
+    """Defaults < environment < local-run defaults < ``--params`` file < options, validated
+    against the parameters of ``pipeline``.
 
     Raises:
         ConfigError: A bad key or value, naming it.
@@ -157,7 +169,12 @@ def resolve_release(
     from modelgate.params import resolve_params
     from modelgate.placement import parse_structured
 
-    base: dict[str, Any] = {k: os.environ[v] for k, v in PARAM_ENV.items() if os.environ.get(v)}
+    model = PIPELINE_PARAMS[pipeline]
+    base: dict[str, Any] = {
+        k: os.environ[v]
+        for k, v in PARAM_ENV.items()
+        if os.environ.get(v) and k in model.model_fields
+    }
     if local:
         base.update(LOCAL_DEFAULTS)
     flags = dict(overrides)
@@ -166,7 +183,7 @@ def resolve_release(
             flags[name] = parse_structured(flags[name], option=name, expected=expected)
     if "thresholds" in flags:
         flags["thresholds"] = _read_text_option(flags["thresholds"])
-    params = resolve_params(file=params_file, base=base, overrides=flags)
+    params = resolve_params(file=params_file, base=base, overrides=flags, model=model)
     text = _read_text_option(params.thresholds)
     return params if text == params.thresholds else params.model_copy(update={"thresholds": text})
 
@@ -184,17 +201,17 @@ def _print_checks(results: list[Any], *, seconds: float) -> None:
     console.print(f"preflight: {len(results)} checks in {seconds:.1f}s")
 
 
-def run_preflight(params: ReleaseParams, *, local: bool, quiet: bool = False) -> None:
-    """Run the release's preflight checks; print them unless ``quiet``.
+def run_preflight(params: Any, *, local: bool, quiet: bool = False) -> None:
+    """Run the preflight checks of a run with ``params``; print them unless ``quiet``.
 
     Raises:
         PreflightError: Any check failed (every failure is in the message).
     """
-    from modelgate.preflight import PreflightError, preflight, release_checks
+    from modelgate.preflight import PreflightError, checks_for, preflight
 
     started = time.monotonic()
     try:
-        results = preflight(release_checks(params, local=local))
+        results = preflight(checks_for(params, local=local))
     except PreflightError as e:
         _print_checks(e.results, seconds=time.monotonic() - started)
         raise
@@ -278,9 +295,8 @@ def run_local(
     Raises:
         ConfigError: Preflight failed (nothing ran).
     """
-    from modelgate.storage import open_store, stage_input
-
     from modelgate.registry import local_registry_url
+    from modelgate.storage import open_store, stage_input
 
     pipeline_root = pipeline_root.absolute()
     defaults: dict[str, Any] = {}
@@ -472,21 +488,48 @@ KfpNamespace = Annotated[
     typer.Option("--kfp-namespace", help="Kubeflow profile namespace of the run."),
 ]
 Experiment = Annotated[str, typer.Option(help="KFP experiment.")]
-PipelineName = Annotated[str, typer.Option(help="Pipeline name in KFP.")]
+PipelineName = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads it
+    typer.Option(help="Pipeline name in KFP (default: modelgate-<pipeline>)."),
+]
+Pipeline = Annotated[
+    str,
+    typer.Option("--pipeline", help="Which pipeline: release, or redeploy (a registered version)."),
+]
 
 
-def _cluster_release(overrides: dict[str, Any], *, params_file: Path | None) -> ReleaseParams:
-    """The parameters of a cluster run, checked by preflight.
+def _package(pipeline: str) -> Path:
+    """The compiled YAML of ``pipeline``.
+
+    Raises:
+        ConfigError: Not a pipeline modelgate ships.
+    """
+    from pipelines import PIPELINE_MODULES, PIPELINES_DIR
+
+    if pipeline not in PIPELINE_MODULES:
+        raise ConfigError(f"unknown pipeline {pipeline!r}; choose one of {list(PIPELINE_MODULES)}")
+    return PIPELINES_DIR / f"{pipeline}.yaml"
+
+
+def _cluster_release(
+    overrides: dict[str, Any], *, params_file: Path | None, pipeline: str = "release"
+) -> Any:
+    """The parameters of a cluster run of ``pipeline``, checked by preflight.
 
     Raises:
         ConfigError: Preflight found bad input.
     """
-    release = resolve_release(overrides, params_file=params_file, local=False)
+    release = resolve_release(overrides, params_file=params_file, local=False, pipeline=pipeline)
     run_preflight(release, local=False)
     return release
 
 
-def _stage_inputs(release: ReleaseParams) -> ReleaseParams:
+def _run_name(params: Any) -> str:
+    subject = getattr(params, "model_id", "") or params.registered_model_name
+    return subject.split("/")[-1]
+
+
+def _stage_inputs(release: Any) -> Any:
     """Local task folders and calibration files uploaded to the model store, as URIs.
 
     Raises:
@@ -496,9 +539,15 @@ def _stage_inputs(release: ReleaseParams) -> ReleaseParams:
 
     staged: dict[str, Any] = {}
     for name, kind in (("eval_task_dir", "tasks"), ("calibration_data", "calibration")):
-        value = getattr(release, name)
+        value = getattr(release, name, "")
         if value and "://" not in value and Path(value).exists():
-            staged[name] = stage_input(open_store(release.model_store), value, kind=kind)
+            store = getattr(release, "model_store", "")
+            if not store:
+                raise ConfigError(
+                    f"{name} {value!r} is a local path: upload it to your S3 store and pass its "
+                    "s3:// URI (a redeploy has no model_store to upload it to)"
+                )
+            staged[name] = stage_input(open_store(store), value, kind=kind)
             console.print(f"uploaded {value} to {staged[name]}", soft_wrap=True)
     return release.model_copy(update=staged)
 
@@ -512,7 +561,8 @@ def submit(
     token: Token = None,
     kfp_namespace: KfpNamespace = None,
     experiment: Experiment = "modelgate",
-    pipeline_name: PipelineName = "modelgate-release",
+    pipeline: Pipeline = "release",
+    pipeline_name: PipelineName = None,
     run_name: Annotated[
         Optional[str],  # noqa: UP045 - typer reads it
         typer.Option(help="Run name (default: release-<model>-<time>)."),
@@ -522,24 +572,24 @@ def submit(
         6 * 3600.0
     ),
 ) -> None:
-    """Submit the release pipeline to Kubeflow Pipelines (uploaded as a new version when the
-    pipeline exists) and start a run in an experiment.
+    """Submit the release (or redeploy) pipeline to Kubeflow Pipelines (uploaded as a new
+    version when the pipeline exists) and start a run in an experiment.
 
     Exits 2 when preflight finds bad input or the host is unreachable; with --wait, 1 when the
     run fails (each failed step with its error).
     """
     from pipelines import submit as kfp_submit
-    from pipelines.release import PACKAGE_PATH
 
     configure_logging("WARNING")
-    release = _cluster_release(overrides, params_file=params)
+    package = _package(pipeline)
+    release = _cluster_release(overrides, params_file=params, pipeline=pipeline)
     client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
     release = _stage_inputs(release)
-    name = run_name or f"release-{release.model_id.split('/')[-1]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = run_name or f"{pipeline}-{_run_name(release)}-{time.strftime('%Y%m%d-%H%M%S')}"
     submitted = kfp_submit.submit(
         client,
-        package_path=PACKAGE_PATH,
-        pipeline_name=pipeline_name,
+        package_path=package,
+        pipeline_name=pipeline_name or f"modelgate-{pipeline}",
         experiment=experiment,
         run_name=name,
         arguments=release.arguments(),
@@ -577,31 +627,33 @@ def schedule(
     token: Token = None,
     kfp_namespace: KfpNamespace = None,
     experiment: Experiment = "modelgate",
-    pipeline_name: PipelineName = "modelgate-release",
+    pipeline: Pipeline = "release",
+    pipeline_name: PipelineName = None,
     name: Annotated[
         Optional[str],  # noqa: UP045 - typer reads it
         typer.Option(help="Recurring run name (default: release-<model>-schedule)."),
     ] = None,
 ) -> None:
-    """Create a recurring release run (KFP recurring runs); see also list/pause/resume/delete."""
+    """Create a recurring run of the release or redeploy pipeline (KFP recurring runs); see
+    also list/pause/resume/delete."""
     if ctx.invoked_subcommand:
         return
     from pipelines import submit as kfp_submit
-    from pipelines.release import PACKAGE_PATH
 
     configure_logging("WARNING")
     if not cron:
         raise ConfigError("give --cron, e.g. --cron '0 3 * * 1' (Mondays 03:00)")
     kfp_cron = kfp_submit.validate_cron(cron)  # before any other work
-    release = _cluster_release(overrides, params_file=params)
+    package = _package(pipeline)
+    release = _cluster_release(overrides, params_file=params, pipeline=pipeline)
     client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
     release = _stage_inputs(release)
-    job = name or f"release-{release.model_id.split('/')[-1]}-schedule"
+    job = name or f"{pipeline}-{_run_name(release)}-schedule"
     recurring_id = kfp_submit.schedule(
         client,
         cron=cron,
-        package_path=PACKAGE_PATH,
-        pipeline_name=pipeline_name,
+        package_path=package,
+        pipeline_name=pipeline_name or f"modelgate-{pipeline}",
         experiment=experiment,
         job_name=job,
         arguments=release.arguments(),

@@ -26,21 +26,19 @@ from modelgate.placement import Placement, Toleration
 DEFAULT_THRESHOLDS = (
     '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}'
 )
+#: A redeploy has no base model to recover from: it is held to a floor and to production.
+DEFAULT_REDEPLOY_THRESHOLDS = (
+    '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, '
+    '"min_vs_production": 0.98, "tolerance_stderr": 1}]}'
+)
 _PLACEMENT = Placement()
 
 
-class ReleaseParams(BaseModel):
-    """Run parameters of the release pipeline (see its docstring for each one's meaning)."""
+class _RunParams(BaseModel):
+    """What the release and redeploy pipelines share: evaluation, gate, registry, serving."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    model_id: str = ""
-    model_store: str = ""
-    revision: str = "main"
-    allow_pickle: bool = False
-    allow_remote_code: bool = False
-    quant_scheme: str = "FP8_DYNAMIC"
-    calibration_data: str = ""
     eval_tasks: str = "arc_easy"
     eval_task_dir: str = ""
     eval_backend: str = "vllm"
@@ -94,7 +92,38 @@ class ReleaseParams(BaseModel):
         return self.model_dump(mode="json")
 
 
+class ReleaseParams(_RunParams):
+    """Run parameters of the release pipeline (see its docstring for each one's meaning)."""
+
+    model_id: str = ""
+    model_store: str = ""
+    revision: str = "main"
+    allow_pickle: bool = False
+    allow_remote_code: bool = False
+    quant_scheme: str = "FP8_DYNAMIC"
+    calibration_data: str = ""
+
+
+class RedeployParams(_RunParams):
+    """Run parameters of the redeploy pipeline: re-evaluate a registered version, gate it
+    against absolute bounds and the version in production, and serve it if it passes."""
+
+    registered_model_name: str = ""
+    model_version: str = ""
+    thresholds: str = DEFAULT_REDEPLOY_THRESHOLDS
+
+
+PIPELINE_PARAMS: dict[str, type[_RunParams]] = {
+    "release": ReleaseParams,
+    "redeploy": RedeployParams,
+}
+
+
 PARAM_NAMES: tuple[str, ...] = tuple(ReleaseParams.model_fields)
+#: Every parameter of every pipeline, in a stable order (the CLI's options).
+ALL_PARAM_NAMES: tuple[str, ...] = tuple(
+    dict.fromkeys(n for model in PIPELINE_PARAMS.values() for n in model.model_fields)
+)
 
 #: One line per parameter, for ``--help`` (the pipeline's docstring says the same at length).
 PARAM_HELP: dict[str, str] = {
@@ -136,21 +165,22 @@ PARAM_HELP: dict[str, str] = {
     "hf_endpoint": "Hub mirror URL (default $HF_ENDPOINT or the public hub).",
     "vllm_python": "For local deploys: the python of an environment with vLLM.",
     "smoke_prompt": "Prompt of the post-deploy smoke test.",
+    "model_version": "Registered version to redeploy (empty: the newest not rejected).",
 }
 
 
-def param_default(name: str) -> Any:
-    """The default of parameter ``name`` (for the ``@dsl.pipeline`` signature)."""
-    field = ReleaseParams.model_fields[name]
+def param_default(name: str, model: type[_RunParams] = ReleaseParams) -> Any:
+    """The default of parameter ``name`` (for the ``@dsl.pipeline`` signatures)."""
+    field = model.model_fields[name]
     return field.get_default(call_default_factory=True)
 
 
-def _describe_errors(e: ValidationError, *, source: str) -> str:
+def _describe_errors(e: ValidationError, *, source: str, names: tuple[str, ...]) -> str:
     problems = []
     for err in e.errors():
         key = ".".join(str(p) for p in err["loc"]) or "<root>"
         if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][0]), PARAM_NAMES, n=1)
+            close = difflib.get_close_matches(str(err["loc"][0]), names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"unknown key {key!r}{hint}")
         else:
@@ -158,8 +188,10 @@ def _describe_errors(e: ValidationError, *, source: str) -> str:
     return f"{source}: " + "; ".join(problems)
 
 
-def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The mapping in a params file (YAML or JSON), keys checked against :class:`ReleaseParams`.
+def load_params_file(
+    path: str | os.PathLike[str], model: type[_RunParams] = ReleaseParams
+) -> dict[str, Any]:
+    """The mapping in a params file (YAML or JSON), keys checked against ``model``.
 
     Raises:
         ConfigError: Missing file, not a mapping, an unknown key (with the closest name) or a
@@ -180,9 +212,10 @@ def load_params_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"got {type(data).__name__}"
         )
     try:
-        ReleaseParams.model_validate(data)
+        model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe_errors(e, source=f"params file {file}")) from e
+        names = tuple(model.model_fields)
+        raise ConfigError(_describe_errors(e, source=f"params file {file}", names=names)) from e
     return data
 
 
@@ -191,7 +224,8 @@ def resolve_params(
     file: str | os.PathLike[str] | None = None,
     base: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
-) -> ReleaseParams:
+    model: type[_RunParams] = ReleaseParams,
+) -> Any:
     """Defaults < ``base`` (e.g. local-run defaults) < the params file < ``overrides``.
 
     Raises:
@@ -199,9 +233,10 @@ def resolve_params(
     """
     data: dict[str, Any] = dict(base or {})
     if file:
-        data.update(load_params_file(file))
+        data.update(load_params_file(file, model))
     data.update(overrides or {})
     try:
-        return ReleaseParams.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_describe_errors(e, source="release parameters")) from e
+        names = tuple(model.model_fields)
+        raise ConfigError(_describe_errors(e, source="run parameters", names=names)) from e

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelgate.errors import ConfigError, ModelgateError
-from modelgate.params import ReleaseParams
+from modelgate.params import RedeployParams, ReleaseParams
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def _model_id(params: ReleaseParams) -> str:
     return params.model_id
 
 
-def _gate(params: ReleaseParams) -> str:
+def _gate(params: ReleaseParams | RedeployParams) -> str:
     from modelgate.gates import load_gate_config
 
     config = load_gate_config(params.thresholds)
@@ -105,7 +105,7 @@ def _quantization(params: ReleaseParams) -> str:
     return scheme
 
 
-def _evaluation(params: ReleaseParams, *, local: bool) -> str:
+def _evaluation(params: ReleaseParams | RedeployParams, *, local: bool) -> str:
     import importlib.util
 
     from modelgate.evaluate import BACKENDS, check_task_names
@@ -129,7 +129,7 @@ def _evaluation(params: ReleaseParams, *, local: bool) -> str:
     return ", ".join(tasks)
 
 
-def _deploy_target(params: ReleaseParams, *, local: bool) -> str:
+def _deploy_target(params: ReleaseParams | RedeployParams, *, local: bool) -> str:
     from modelgate.deploy.target import TARGETS
 
     if params.deploy_target not in TARGETS:
@@ -200,6 +200,37 @@ def _store(params: ReleaseParams, *, local: bool) -> str:
         return f"{store.root}: not checked from here (no AWS keys); the run's preflight step does"
     store.check_writable()
     return f"{store.root} is writable"
+
+
+def redeploy_checks(params: RedeployParams, *, local: bool) -> dict[str, Check]:
+    """The checks of a redeploy: gate, evaluation, deploy target, and a registry that has the
+    version (a redeploy reads it)."""
+
+    def version() -> str:
+        from modelgate.registry import resolve_version
+
+        if not params.registered_model_name:
+            raise ConfigError("no registered model: pass --registered-model-name")
+        record = resolve_version(
+            registry_url=params.registry_url or None,
+            model_name=params.registered_model_name,
+            version_name=params.model_version or None,
+        )
+        return f"{record.model_name}:{record.version_name} ({record.stage}) at {record.uri}"
+
+    return {
+        "gate": lambda: _gate(params),
+        "evaluation": lambda: _evaluation(params, local=local),
+        "deploy": lambda: _deploy_target(params, local=local),
+        "registry": version,
+    }
+
+
+def checks_for(params: ReleaseParams | RedeployParams, *, local: bool) -> dict[str, Check]:
+    """The checks of a run of the pipeline ``params`` belong to."""
+    if isinstance(params, RedeployParams):
+        return redeploy_checks(params, local=local)
+    return release_checks(params, local=local)
 
 
 def release_checks(params: ReleaseParams, *, local: bool) -> dict[str, Check]:

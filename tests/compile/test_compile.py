@@ -125,14 +125,19 @@ def test_components_use_the_images_module_and_no_kfp_install():
         assert "pip install" not in json.dumps(container["command"]), name
 
 
-def test_release_parameters_are_declared_once():
-    """The pipeline's parameters are exactly ReleaseParams', with its defaults."""
-    from modelgate.params import PARAM_NAMES, param_default
+@pytest.mark.parametrize(
+    "pipeline, required",
+    [("release", {"model_id", "model_store"}), ("redeploy", {"registered_model_name"})],
+)
+def test_pipeline_parameters_are_declared_once(pipeline, required):
+    """Each pipeline's parameters are exactly its params model's, with its defaults."""
+    from modelgate.params import PIPELINE_PARAMS, param_default
 
-    params = load("release")[0]["root"]["inputDefinitions"]["parameters"]
-    assert set(params) == set(PARAM_NAMES)
+    model = PIPELINE_PARAMS[pipeline]
+    params = load(pipeline)[0]["root"]["inputDefinitions"]["parameters"]
+    assert set(params) == set(model.model_fields)
     for name, spec in params.items():
-        if name in ("model_id", "model_store"):
+        if name in required:
             assert "defaultValue" not in spec, f"{name} must be given"
             continue
-        assert spec["defaultValue"] == param_default(name), name
+        assert spec["defaultValue"] == param_default(name, model), name

@@ -23,16 +23,20 @@ from tests.contract.kfp_driver import PodPlan, load, resolve_file
 pytestmark = pytest.mark.contract
 
 TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-REQUIRED = {"model_id": "org/model", "model_store": "s3://models/modelgate"}
+#: the parameters each pipeline cannot run without
+REQUIRED = {
+    "release": {"model_id": "org/model", "model_store": "s3://models/modelgate"},
+    "redeploy": {"registered_model_name": "org--model"},
+}
 #: what a platform engineer enters for a 2-GPU H100 pool (UI: LIST/STRUCT parameters are JSON)
-GPU_RUN = {
-    **REQUIRED,
+GPU_SETTINGS = {
     "accelerator_count": "2",
     "tolerations": [TOLERATION],
     "node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
 }
 #: steps whose result must not come from KFP's cache
 UNCACHED = {
+    "resolve version",
     "production version",
     "promote",
     "preflight",
@@ -47,8 +51,10 @@ GPU_STEPS = {"quantize", "evaluate base", "evaluate candidate"}
 MODEL_STEPS = {"download": "download", "quantize": "quantize", "evaluate": "evaluate"}
 
 
-def _plans(name: str, arguments: dict) -> list[PodPlan]:
-    return list(resolve_file(PIPELINES_DIR / f"{name}.yaml", arguments).values())
+def _plans(name: str, arguments: dict | None = None) -> list[PodPlan]:
+    """The pods of pipeline ``name`` for its required arguments plus ``arguments``."""
+    args = {**REQUIRED[name], **(arguments or {})}
+    return list(resolve_file(PIPELINES_DIR / f"{name}.yaml", args).values())
 
 
 @pytest.fixture(scope="module", params=PIPELINE_MODULES)
@@ -56,7 +62,7 @@ def pipeline(request) -> str:
     return request.param
 
 
-@pytest.mark.parametrize("arguments", [REQUIRED, GPU_RUN], ids=["defaults", "gpu-pool"])
+@pytest.mark.parametrize("arguments", [{}, GPU_SETTINGS], ids=["defaults", "gpu-pool"])
 def test_the_driver_accepts_every_task_and_drops_nothing(pipeline, arguments):
     for plan in _plans(pipeline, arguments):
         assert not plan.errors, (plan.display_name, plan.errors)
@@ -64,21 +70,21 @@ def test_the_driver_accepts_every_task_and_drops_nothing(pipeline, arguments):
 
 
 def test_gpu_steps_get_what_the_user_asked_for(pipeline):
-    plans = {p.display_name: p for p in _plans(pipeline, GPU_RUN)}
+    plans = {p.display_name: p for p in _plans(pipeline, GPU_SETTINGS)}
     gpu_steps = GPU_STEPS & set(plans)
     assert gpu_steps, "a pipeline without GPU steps"
     for name in gpu_steps:
         plan = plans[name]
         assert plan.limits.get("nvidia.com/gpu") == "2", (name, plan.limits)
         assert plan.tolerations == [TOLERATION], name
-        assert plan.node_selector == GPU_RUN["node_selector"], name
+        assert plan.node_selector == GPU_SETTINGS["node_selector"], name
     for name, plan in plans.items():
         if name not in gpu_steps:
             assert "nvidia.com/gpu" not in plan.limits, name
 
 
 def test_defaults_request_one_gpu_of_the_default_type(pipeline):
-    for plan in _plans(pipeline, REQUIRED):
+    for plan in _plans(pipeline):
         if plan.display_name in GPU_STEPS:
             assert plan.limits.get("nvidia.com/gpu") == "1", plan.display_name
             assert plan.tolerations == [] and plan.node_selector == {}
@@ -86,7 +92,7 @@ def test_defaults_request_one_gpu_of_the_default_type(pipeline):
 
 def test_every_pod_requests_cpu_and_memory_and_heavy_steps_get_a_work_volume(pipeline):
     placement = Placement()
-    for plan in _plans(pipeline, REQUIRED):
+    for plan in _plans(pipeline):
         assert plan.requests.get("cpu") and plan.requests.get("memory"), plan.display_name
         assert plan.limits.get("memory"), plan.display_name
         step = next((s for k, s in MODEL_STEPS.items() if plan.display_name.startswith(k)), None)
@@ -100,13 +106,13 @@ def test_every_pod_requests_cpu_and_memory_and_heavy_steps_get_a_work_volume(pip
 
 
 def test_caching_is_off_where_a_cached_result_would_be_wrong(pipeline):
-    for plan in _plans(pipeline, REQUIRED):
+    for plan in _plans(pipeline):
         if plan.display_name in UNCACHED:
             assert not plan.cache_enabled, plan.display_name
 
 
 def test_steps_that_touch_the_model_store_get_its_secret(pipeline):
-    for plan in _plans(pipeline, REQUIRED):
+    for plan in _plans(pipeline):
         envs = {e["env"]: e for e in plan.secret_env}
         if any(plan.display_name.startswith(k) for k in MODEL_STEPS):
             for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
@@ -123,5 +129,6 @@ def test_models_travel_as_store_uris_not_artifacts(pipeline):
             for art in (comp.get(direction) or {}).get("artifacts", {}).values():
                 assert art["artifactType"]["schemaTitle"] != "system.Model", name
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert params["model_store"]["parameterType"] == "STRING"
-    assert "defaultValue" not in params["model_store"], "model_store must be given"
+    for name in REQUIRED[pipeline]:
+        assert params[name]["parameterType"] == "STRING"
+        assert "defaultValue" not in params[name], f"{name} must be given"

@@ -17,8 +17,11 @@ from modelgate.params import (
 pytestmark = pytest.mark.unit
 
 
-def test_every_parameter_has_help():
-    assert set(PARAM_HELP) == set(PARAM_NAMES)
+def test_every_parameter_of_every_pipeline_has_help():
+    from modelgate.params import PIPELINE_PARAMS
+
+    names = {n for model in PIPELINE_PARAMS.values() for n in model.model_fields}
+    assert set(PARAM_HELP) == names and set(PARAM_NAMES) <= names
 
 
 def test_yaml_structures_become_pipeline_values(tmp_path):

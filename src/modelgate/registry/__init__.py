@@ -46,6 +46,7 @@ __all__ = [
     "record_evaluation",
     "register_candidate",
     "registry_from_url",
+    "resolve_version",
 ]
 
 
@@ -159,6 +160,21 @@ def production_of(*, registry_url: str | None, model_name: str) -> ProductionVer
     if backend is None:
         return None
     return backend.production(model_name)
+
+
+def resolve_version(
+    *, registry_url: str | None, model_name: str, version_name: str | None = None
+) -> RegistryRecord:
+    """Pipeline entry point of a redeploy: the version to re-evaluate and serve.
+
+    Raises:
+        ConfigError: No registry configured.
+        RegistryError: No such version (or none that is not rejected or archived).
+    """
+    backend = registry_from_url(registry_url)
+    if backend is None:
+        raise ConfigError(f"a redeploy reads the registry: set registry_url (or {URL_ENV})")
+    return backend.find_version(model_name, version_name or None)
 
 
 def _backend_for(record: RegistryRecord, registry_url: str | None) -> RegistryBackend:

@@ -52,6 +52,8 @@ STAGE_CANDIDATE = "candidate"
 STAGE_REJECTED = "rejected"
 STAGE_PRODUCTION = "production"
 STAGE_ARCHIVED = "archived"
+#: Stages a redeploy never picks by itself.
+RETIRED_STAGES = frozenset({"rejected", "archived"})
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"
 GATE_REPORT_MAX_CHARS = 8000
@@ -255,6 +257,11 @@ class RegistryBackend(Protocol):
 
     def production(self, model_name: str) -> ProductionVersion | None:
         """The version of ``model_name`` in production, with its stored results."""
+        ...
+
+    def find_version(self, model_name: str, version_name: str | None = None) -> RegistryRecord:
+        """A registered version (None: the newest one neither ``rejected`` nor ``archived``),
+        its ``uri`` and ``lineage`` filled in; raises :class:`RegistryError` if there is none."""
         ...
 
 

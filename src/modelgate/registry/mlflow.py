@@ -41,6 +41,7 @@ from modelgate.registry.base import (
     GATE_PASSED,
     GATE_PROPERTY,
     REGISTRATION_ID_PROPERTY,
+    RETIRED_STAGES,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
     STAGE_PRODUCTION,
@@ -125,10 +126,10 @@ class MLflowRegistry:
         self._attempts = connect_attempts
         self._timeout = timeout
         self._artifacts: str | None = None
+        self._db: Path | None = None
         if self._uri.startswith("sqlite:///"):
-            db = Path(unquote(self._uri[len("sqlite:///") :]))
-            db.parent.mkdir(parents=True, exist_ok=True)
-            self._artifacts = (db.parent / "artifacts").as_uri()
+            self._db = Path(unquote(self._uri[len("sqlite:///") :]))
+            self._artifacts = (self._db.parent / "artifacts").as_uri()
         # the client's own retries would hide a dead server for minutes; ours are bounded
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
@@ -168,6 +169,14 @@ class MLflowRegistry:
                     f"MLflow registry at {self._uri} is unreachable ({describe_error(e)}); check "
                     f"{URL_ENV} and that `mlflow server` is up"
                 ) from e
+        if self._db is not None and not self._db.exists():
+            # a new embedded registry: created on first write; checking creates nothing
+            existing = self._db.parent
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise RegistryError(f"{self._db} cannot be created: {existing} is read-only")
+            return
         self._call(
             "open the registry", lambda: self._client.search_registered_models(max_results=1)
         )
@@ -356,12 +365,41 @@ class MLflowRegistry:
         )
         return ProductionVersion(record=self._record(mv, message="production"), results=results)
 
+    def find_version(self, model_name: str, version_name: str | None = None) -> RegistryRecord:
+        """A version by modelgate's name, or the newest one neither rejected nor archived.
+
+        Raises:
+            RegistryError: No such version.
+        """
+        if not self._checked:
+            self.check()
+        if version_name:
+            mv = self._find(model_name, version_name)
+            if mv is None:
+                raise RegistryError(f"{model_name} has no version {version_name!r} in {self._url}")
+            return self._record(mv, message="found", lineage=True)
+        client = self._client
+        versions = self._call(
+            f"list versions of {model_name}",
+            lambda: client.search_model_versions(f"name = '{model_name}'"),
+        )
+        live = [v for v in versions if (v.tags or {}).get(STAGE_PROPERTY) not in RETIRED_STAGES]
+        if not live:
+            raise RegistryError(
+                f"{model_name} has no version in {self._url} that is neither rejected nor "
+                "archived; release one first, or name the version"
+            )
+        newest = max(live, key=lambda v: (v.creation_timestamp or 0, int(v.version)))
+        return self._record(newest, message="newest live version", lineage=True)
+
     # --- internals -----------------------------------------------------------------------
     @property
     def _client(self) -> Any:
         if self._client_obj is None:
             from mlflow.tracking import MlflowClient
 
+            if self._db is not None:
+                self._db.parent.mkdir(parents=True, exist_ok=True)
             self._client_obj = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
         return self._client_obj
 
@@ -419,9 +457,13 @@ class MLflowRegistry:
             )
         return mv
 
-    def _record(self, mv: Any, *, message: str) -> RegistryRecord:
+    def _record(self, mv: Any, *, message: str, lineage: bool = False) -> RegistryRecord:
         tags = dict(mv.tags or {})
+        lineage_tags = {
+            k: v for k, v in tags.items() if lineage and not k.startswith(("modelgate.", "eval."))
+        }
         return RegistryRecord(
+            lineage=lineage_tags,
             status="registered",
             message=message,
             registered_model_id=mv.name,
