@@ -23,18 +23,26 @@ DEMO_MIN_RECOVERY = 0.9
 DEMO_MAX_MODEL_LEN = 128
 
 
+DEMO_MIN_VS_PRODUCTION = 0.95
+
+
 def demo_thresholds(
-    *, min_acc: float = DEMO_MIN_ACC, min_recovery: float = DEMO_MIN_RECOVERY
+    *,
+    min_acc: float = DEMO_MIN_ACC,
+    min_recovery: float = DEMO_MIN_RECOVERY,
+    min_vs_production: float | None = DEMO_MIN_VS_PRODUCTION,
 ) -> str:
-    """The gate config of the demo as JSON."""
-    return json.dumps(
-        {
-            "name": "demo",
-            "thresholds": [
-                {"task": DEMO_TASK, "metric": "acc", "min": min_acc, "min_recovery": min_recovery}
-            ],
-        }
-    )
+    """The gate config of the demo as JSON: a floor, recovery vs the base model and, from the
+    second release on, the candidate vs the version in production."""
+    threshold: dict[str, float | str] = {
+        "task": DEMO_TASK,
+        "metric": "acc",
+        "min": min_acc,
+        "min_recovery": min_recovery,
+    }
+    if min_vs_production is not None:
+        threshold["min_vs_production"] = min_vs_production
+    return json.dumps({"name": "demo", "thresholds": [threshold]})
 
 
 @dataclass

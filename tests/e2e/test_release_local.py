@@ -103,11 +103,16 @@ def passing_run(hub_mirror, addition_task_dir, registry, s3_server, tmp_path_fac
 
 
 UNTRAINED_REPO = "modelgate/tiny-llama-untrained"
+REGISTERED_NAME = "modelgate--tiny-llama"  # what the passing run derives from its Hub id
 
 
 @pytest.fixture(scope="module")
-def failing_run(hub_mirror, untrained_model_dir, addition_task_dir, registry, tmp_path_factory):
-    """The untrained model (near chance, 1/19) under the demo gate (acc >= 0.3)."""
+def failing_run(
+    passing_run, hub_mirror, untrained_model_dir, addition_task_dir, registry, tmp_path_factory
+):
+    """The untrained model (near chance, 1/19), released under the same registered model name
+    as the passing run's (now in production), under the demo gate (acc >= 0.3, and >= 0.95 of
+    production)."""
     publish_model(untrained_model_dir, hub_mirror.repos_root, UNTRAINED_REPO)
     root = tmp_path_factory.mktemp("release-fail")
     proc = run_cli(
@@ -119,7 +124,9 @@ def failing_run(hub_mirror, untrained_model_dir, addition_task_dir, registry, tm
             scheme="none",
             registry_url=registry.url,
             repo_id=UNTRAINED_REPO,
-        )
+        ),
+        "--registered-model-name",
+        REGISTERED_NAME,
     )
     return proc, root
 
@@ -200,9 +207,14 @@ def test_release_registers_lineage_and_gate_decision(passing_run, hub_mirror, re
     assert props["source_repo"] == hub_mirror.repo_id
     assert props["source_commit"] == hub_mirror.commit_sha
     assert props["quant_scheme"] == "FP8_DYNAMIC"
-    assert props["gate.passed"] is True
-    assert props["modelgate.stage"] == "gate-passed"
+    assert props["modelgate.gate"] == "passed"
+    assert props["modelgate.stage"] == "production"  # promoted after the smoke test
     assert props[f"eval.{DEMO_TASK}/acc"] > 0.3
+    assert props[f"eval.{DEMO_TASK}.n"] == 100
+    assert f"# {REGISTERED_NAME}" in props["modelgate.card"]
+    assert f"registry: {REGISTERED_NAME}:{record['version_name']} is production" in " ".join(
+        proc.stdout.split()
+    )
     (artifact,) = registry.artifacts_of(version["id"])
     # the registered artifact is the stored candidate KServe can fetch
     assert artifact["uri"] == task_output(root, "quantize-model")["parameterValues"]["model_uri"]
@@ -224,4 +236,18 @@ def test_failing_gate_stops_before_deploy_and_exits_non_zero(failing_run, regist
     record = json.loads(task_output(root, "register-candidate")["parameterValues"]["record"])
     version = registry.find_model_version(record["model_name"], record["version_name"])
     props = registry.plain_properties(version)
-    assert props["gate.passed"] is False and props["modelgate.stage"] == "gate-failed"
+    assert props["modelgate.gate"] == "failed" and props["modelgate.stage"] == "rejected"
+
+
+def test_a_worse_release_fails_against_production_which_stays(passing_run, failing_run, registry):
+    _, pass_root = passing_run
+    proc, root = failing_run
+    champion = json.loads(task_output(pass_root, "register-candidate")["parameterValues"]["record"])
+    out = " ".join(proc.stdout.split())
+    assert proc.returncode == 1
+    assert f"{DEMO_TASK}/acc vs production ({champion['version_name']})" in out
+    assert f"Production version compared with: {champion['version_name']}" in out.replace("`", "")
+    kept = registry.find_model_version(REGISTERED_NAME, champion["version_name"])
+    assert registry.plain_properties(kept)["modelgate.stage"] == "production"
+    challenger = json.loads(task_output(root, "register-candidate")["parameterValues"]["record"])
+    assert challenger["model_name"] == REGISTERED_NAME
