@@ -102,7 +102,8 @@ class EvalResult:
                     extras.setdefault((task, metric[: -len(suffix)]), {})[suffix] = value
                     break
             else:
-                out.tasks.setdefault(task, {})[metric] = MetricValue(value=float(value))
+                metric_value = MetricValue(value=float(value), higher_is_better=None)
+                out.tasks.setdefault(task, {})[metric] = metric_value
         for (task, metric), extra in extras.items():
             m = out.tasks.get(task, {}).get(metric)
             if m is None:

@@ -27,7 +27,17 @@ server whose generated controllers decode with ``DisallowUnknownFields``. Name c
 Switches for failure tests: ``api_version="v1alpha3"`` serves only the old prefix (an old
 server), ``fail(operation, status)`` makes the next call of an operation fail, ``token`` makes
 every request require ``Authorization: Bearer <token>``. ``registered_models``,
-``model_versions``, ``artifacts`` and ``requests`` expose the stored state for assertions.
+``model_versions``, ``artifacts`` and ``requests`` (with each answer) expose the stored state
+for assertions.
+
+Contract check: the ``model-registry`` wheel ships ``mr_openapi``, the client that OpenAPI
+Generator makes from kubeflow/hub ``api/openapi/model-registry.yaml`` (``clients/python/
+Makefile``: ``openapi-generator-cli generate -i ../../api/openapi/model-registry.yaml -g python
+--package-name mr_openapi``). :func:`generated_operations` reads every operation's method,
+resource path and response types from its ``mr_openapi/api/*.py`` and :func:`response_problems`
+validates an answer with the generated pydantic models, so the unit tests can prove that each
+route in :attr:`FakeModelRegistry.ROUTES` exists in the spec and that every body the double
+sends parses in the real client and uses only declared fields.
 """
 
 from __future__ import annotations
@@ -40,7 +50,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -220,6 +230,9 @@ class RecordedRequest:
     query: dict[str, list[str]]
     body: Any
     operation: str
+    status: int = 0
+    response: Any = None
+    """The answer's status and body (a JSON copy taken when it was sent; text for 404s)."""
 
 
 @dataclass
@@ -344,19 +357,33 @@ class FakeModelRegistry:
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query, keep_blank_values=True)
         path = parts.path
-        if not path.startswith(self.prefix + "/"):
-            return 404, "404 page not found\n"
-        route = self._route(method, path[len(self.prefix) :])
+        route = (
+            self._route(method, path[len(self.prefix) :])
+            if path.startswith(self.prefix + "/")
+            else None
+        )
         body: Any = None
         if raw_body:
             try:
                 body = json.loads(raw_body)
             except ValueError:
                 body = raw_body.decode(errors="replace")
+        recorded = RecordedRequest(method, path, query, body, route[0] if route else "")
         with self._lock:
-            self.requests.append(
-                RecordedRequest(method, path, query, body, route[0] if route else "")
-            )
+            self.requests.append(recorded)
+        status, answer = self._answer(method, route, headers, query, body)
+        recorded.status = int(status)
+        recorded.response = answer if isinstance(answer, str) else json.loads(json.dumps(answer))
+        return status, answer
+
+    def _answer(
+        self,
+        method: str,
+        route: tuple[str, Callable[..., tuple[int, Any]], tuple[str, ...]] | None,
+        headers: Any,
+        query: dict[str, list[str]],
+        body: Any,
+    ) -> tuple[int, Any]:
         if route is None:
             return 404, "404 page not found\n"
         operation, handler, args = route
@@ -383,58 +410,71 @@ class FakeModelRegistry:
             except ApiError as err:
                 return err.status, err.body()
 
+    ROUTES: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
+        # (method, path template under the prefix, operationId in snake_case, handler)
+        ("GET", "/registered_models", "get_registered_models", "_list_rm"),
+        ("POST", "/registered_models", "create_registered_model", "_create_rm"),
+        ("GET", "/registered_models/{registered_model_id}", "get_registered_model", "_get_rm"),
+        (
+            "PATCH",
+            "/registered_models/{registered_model_id}",
+            "update_registered_model",
+            "_patch_rm",
+        ),
+        (
+            "GET",
+            "/registered_models/{registered_model_id}/versions",
+            "get_registered_model_versions",
+            "_list_rm_versions",
+        ),
+        (
+            "POST",
+            "/registered_models/{registered_model_id}/versions",
+            "create_registered_model_version",
+            "_create_rm_version",
+        ),
+        ("GET", "/registered_model", "find_registered_model", "_find_rm"),
+        ("GET", "/model_versions", "get_model_versions", "_list_mv"),
+        ("POST", "/model_versions", "create_model_version", "_create_mv"),
+        ("GET", "/model_versions/{model_version_id}", "get_model_version", "_get_mv"),
+        ("PATCH", "/model_versions/{model_version_id}", "update_model_version", "_patch_mv"),
+        (
+            "GET",
+            "/model_versions/{model_version_id}/artifacts",
+            "get_model_version_artifacts",
+            "_list_mv_artifacts",
+        ),
+        (
+            "POST",
+            "/model_versions/{model_version_id}/artifacts",
+            "upsert_model_version_artifact",
+            "_upsert_mv_artifact",
+        ),
+        ("GET", "/model_version", "find_model_version", "_find_mv"),
+        ("GET", "/model_artifacts", "get_model_artifacts", "_list_ma"),
+        ("POST", "/model_artifacts", "create_model_artifact", "_create_ma"),
+        ("GET", "/model_artifacts/{model_artifact_id}", "get_model_artifact", "_get_ma"),
+        (
+            "PATCH",
+            "/model_artifacts/{model_artifact_id}",
+            "update_model_artifact",
+            "_patch_ma",
+        ),
+        ("GET", "/model_artifact", "find_model_artifact", "_find_ma"),
+    )
+    """Every route the double serves; the contract test checks them against the spec."""
+
     def _route(
         self, method: str, path: str
     ) -> tuple[str, Callable[..., tuple[int, Any]], tuple[str, ...]] | None:
-        table: list[tuple[str, str, str, Callable[..., tuple[int, Any]]]] = [
-            ("GET", r"/registered_models", "get_registered_models", self._list_rm),
-            ("POST", r"/registered_models", "create_registered_model", self._create_rm),
-            ("GET", r"/registered_models/([^/]+)", "get_registered_model", self._get_rm),
-            ("PATCH", r"/registered_models/([^/]+)", "update_registered_model", self._patch_rm),
-            (
-                "GET",
-                r"/registered_models/([^/]+)/versions",
-                "get_registered_model_versions",
-                self._list_rm_versions,
-            ),
-            (
-                "POST",
-                r"/registered_models/([^/]+)/versions",
-                "create_registered_model_version",
-                self._create_rm_version,
-            ),
-            ("GET", r"/registered_model", "find_registered_model", self._find_rm),
-            ("GET", r"/model_versions", "get_model_versions", self._list_mv),
-            ("POST", r"/model_versions", "create_model_version", self._create_mv),
-            ("GET", r"/model_versions/([^/]+)", "get_model_version", self._get_mv),
-            ("PATCH", r"/model_versions/([^/]+)", "update_model_version", self._patch_mv),
-            (
-                "GET",
-                r"/model_versions/([^/]+)/artifacts",
-                "get_model_version_artifacts",
-                self._list_mv_artifacts,
-            ),
-            (
-                "POST",
-                r"/model_versions/([^/]+)/artifacts",
-                "upsert_model_version_artifact",
-                self._upsert_mv_artifact,
-            ),
-            ("GET", r"/model_version", "find_model_version", self._find_mv),
-            ("GET", r"/model_artifacts", "get_model_artifacts", self._list_ma),
-            ("POST", r"/model_artifacts", "create_model_artifact", self._create_ma),
-            ("GET", r"/model_artifacts/([^/]+)", "get_model_artifact", self._get_ma),
-            ("PATCH", r"/model_artifacts/([^/]+)", "update_model_artifact", self._patch_ma),
-            ("GET", r"/model_artifact", "find_model_artifact", self._find_ma),
-        ]
         path_matched = False
-        for verb, pattern, operation, handler in table:
-            m = re.fullmatch(pattern, path)
+        for verb, template, operation, handler in self.ROUTES:
+            m = re.fullmatch(re.sub(r"\{[^/}]+\}", "([^/]+)", template), path)
             if m is None:
                 continue
             path_matched = True
             if verb == method:
-                return operation, handler, m.groups()
+                return operation, getattr(self, handler), m.groups()
         if path_matched:
             return (
                 "method_not_allowed",
@@ -809,6 +849,158 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = _serve  # noqa: N815
     do_PUT = _serve  # noqa: N815
     do_DELETE = _serve  # noqa: N815
+
+
+# --- contract against the generated client ------------------------------------------------
+@dataclass(frozen=True)
+class GeneratedOperation:
+    """One operation of the generated ``mr_openapi`` client.
+
+    Attributes:
+        name: operationId in snake_case, e.g. ``get_registered_model_versions``.
+        method: HTTP method.
+        path: Resource path template, e.g. ``/api/model_registry/v1/model_versions/{id}``.
+        responses: Status code (``"200"``) to response model name (``"ModelVersion"``).
+    """
+
+    name: str
+    method: str
+    path: str
+    responses: dict[str, str | None]
+
+
+def generated_operations() -> dict[str, GeneratedOperation]:
+    """Every operation of the generated client's API modules, read with :mod:`ast`.
+
+    Each operation ``op`` has ``async def op(...)`` holding ``_response_types_map = {...}`` and
+    ``def _op_serialize(...)`` calling ``param_serialize(method=..., resource_path=...)``.
+    """
+    import ast
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("mr_openapi")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("mr_openapi (shipped by the model-registry package) is not installed")
+    api_dir = Path(next(iter(spec.submodule_search_locations))) / "api"
+    routes: dict[str, tuple[str, str]] = {}
+    responses: dict[str, dict[str, str | None]] = {}
+    for module in sorted(api_dir.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            name = node.name
+            if name.startswith("_") and name.endswith("_serialize"):
+                for call in ast.walk(node):
+                    if not (
+                        isinstance(call, ast.Call)
+                        and isinstance(call.func, ast.Attribute)
+                        and call.func.attr == "param_serialize"
+                    ):
+                        continue
+                    kw = {
+                        k.arg: k.value.value
+                        for k in call.keywords
+                        if isinstance(k.value, ast.Constant)
+                    }
+                    routes[name[1 : -len("_serialize")]] = (kw["method"], kw["resource_path"])
+            elif not name.startswith("_"):
+                for assign in ast.walk(node):
+                    if isinstance(assign, ast.AnnAssign) and assign.value is not None:
+                        targets, value = [assign.target], assign.value
+                    elif isinstance(assign, ast.Assign):
+                        targets, value = assign.targets, assign.value
+                    else:
+                        continue
+                    if any(getattr(t, "id", "") == "_response_types_map" for t in targets):
+                        responses[name] = ast.literal_eval(value)
+    return {
+        name: GeneratedOperation(name, method, path, responses.get(name, {}))
+        for name, (method, path) in routes.items()
+    }
+
+
+def _model_classes(annotation: Any) -> list[tuple[str, type]]:
+    """The generated models inside a field annotation: ``[("list"|"dict"|"one", cls)]``."""
+    import types
+    from typing import Union, get_args, get_origin
+
+    from pydantic import BaseModel
+
+    union = get_origin(annotation) in (Union, types.UnionType)
+    found: list[tuple[str, type]] = []
+    for arg in get_args(annotation) if union else (annotation,):
+        origin = get_origin(arg)
+        if origin is list:
+            inner, kind = get_args(arg)[0], "list"
+        elif origin is dict:
+            inner, kind = get_args(arg)[1], "dict"
+        else:
+            inner, kind = arg, "one"
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            found.append((kind, inner))
+    return found
+
+
+def undeclared_fields(model: type, data: Any, where: str = "$") -> list[str]:
+    """Fields of ``data`` (JSON) that the generated ``model`` does not declare, recursively.
+
+    ``oneOf`` wrappers (``Artifact``, ``MetadataValue``) are resolved to the concrete model
+    their discriminator picks.
+    """
+    if not isinstance(data, dict):
+        return [f"{where}: expected an object, got {type(data).__name__}"]
+    fields: dict[str, Any] = model.model_fields  # type: ignore[attr-defined]
+    if "actual_instance" in fields:
+        instance = model.from_dict(data).actual_instance  # type: ignore[attr-defined]
+        return undeclared_fields(type(instance), data, where)
+    declared = {f.alias or name: f for name, f in fields.items()}
+    problems = [
+        f"{where}.{key}: not declared by {model.__name__}" for key in data if key not in declared
+    ]
+    for key, info in declared.items():
+        value = data.get(key)
+        if value is None:
+            continue
+        for kind, sub in _model_classes(info.annotation):
+            if kind == "list" and isinstance(value, list):
+                for i, item in enumerate(value):
+                    problems += undeclared_fields(sub, item, f"{where}.{key}[{i}]")
+            elif kind == "dict" and isinstance(value, dict):
+                for k, item in value.items():
+                    problems += undeclared_fields(sub, item, f"{where}.{key}[{k!r}]")
+            elif kind == "one":
+                problems += undeclared_fields(sub, value, f"{where}.{key}")
+    return problems
+
+
+def response_problems(
+    operations: dict[str, GeneratedOperation], recorded: RecordedRequest
+) -> list[str]:
+    """What is wrong with one recorded answer according to the generated client.
+
+    The answer must parse with the response model the spec names for its status (``Error``
+    for statuses the spec does not list) and use only fields that model declares.
+    """
+    import mr_openapi.models
+
+    where = f"{recorded.method} {recorded.path} -> {recorded.status}"
+    op = operations.get(recorded.operation)
+    if op is None:
+        return [f"{where}: operation {recorded.operation!r} is not in the generated client"]
+    type_name = op.responses.get(str(recorded.status))
+    if type_name is None:
+        if recorded.status < 400:
+            return [f"{where}: the spec lists no {recorded.status} answer for {op.name}"]
+        type_name = "Error"
+    model = getattr(mr_openapi.models, type_name)
+    try:
+        parsed = model.from_dict(recorded.response)
+    except (ValueError, TypeError, KeyError) as e:
+        return [f"{where}: not a valid {type_name}: {e}"]
+    if parsed is None:
+        return [f"{where}: empty {type_name}"]
+    return [f"{where}: {p}" for p in undeclared_fields(model, recorded.response)]
 
 
 @pytest.fixture

@@ -1,21 +1,36 @@
-"""The register step: record a quantized model version, its lineage and its evaluation.
+"""The Kubeflow Model Registry backend (``model-registry`` client, REST ``/api/model_registry/v1``).
 
-The pipeline talks to a :class:`RegistryBackend`; :class:`KubeflowModelRegistry` implements it
-with the official ``model-registry`` Python client (REST ``/api/model_registry/v1``). A second
-backend (MLflow) can slot in behind the same protocol.
+What gets written:
 
-What gets written (Kubeflow backend):
-
-* RegisteredModel ``model_name`` (created on first use, owner = author).
+* RegisteredModel ``model_name`` (created on first use, owner = author). It is never archived
+  by modelgate; one left ARCHIVED by an older modelgate is set back to LIVE on the next
+  registration (an archived parent hides its versions in the registry UI).
 * ModelVersion ``version_name`` whose customProperties hold the lineage (``source_repo``,
   ``source_commit``, ``quant_scheme``, ``pipeline_run_id``, ... exactly as given, typed
   str/int/float/bool), ``modelgate.registration_id`` and ``modelgate.stage = "candidate"``.
 * ModelArtifact (named like the model, as the client does) with ``uri``, the model format, the
   storage fields and, when ``pipeline_run_id`` is known, the KFP source fields
   (``modelSourceKind="kfp"``, ``modelSourceClass="pipelinerun"``).
-* After evaluation: ``eval.<task>.<metric>`` doubles, ``gate.passed`` bool, ``gate.report``
-  string (truncated to :data:`GATE_REPORT_MAX_CHARS`) and ``modelgate.stage`` =
-  ``"gate-passed"``/``"gate-failed"``.
+* :meth:`~KubeflowModelRegistry.attach_evaluation` adds to the version, replacing earlier
+  ``eval.*`` properties: per metric ``eval.<task>/<metric>`` (double),
+  ``eval.<task>/<metric>.stderr`` (double), ``eval.<task>/<metric>.direction``
+  (``"higher"``/``"lower"``), per task ``eval.<task>.n`` (int, samples scored);
+  ``eval.config`` (the lm-eval configuration as JSON), ``modelgate.gate`` (``"passed"`` or
+  ``"failed"``), ``modelgate.gate_report`` and ``modelgate.card`` (Markdown); texts are cut to
+  :data:`~modelgate.registry.base.GATE_REPORT_MAX_CHARS`. The version's ``description``
+  becomes the card's first line.
+
+Stages (``modelgate.stage`` on the version): ``candidate`` when registered; ``rejected`` when
+its gate failed (it stays registered and LIVE with its decision and card, and is never
+promoted); ``production`` after :meth:`~KubeflowModelRegistry.promote`; ``archived`` (and
+the version state ARCHIVED) when a newer version took its place in production. Promoting an
+``archived`` version again (a rollback) sets it back to LIVE.
+
+Reading: :meth:`~KubeflowModelRegistry.production` returns the LIVE ``production`` version with
+its results rebuilt from the ``eval.*`` properties; :meth:`~KubeflowModelRegistry.find_version`
+a version by name, or the newest LIVE one neither ``rejected`` nor ``archived``. Records carry
+the artifact ``uri`` and the ``lineage`` (the version's properties but ``modelgate.*`` and
+``eval.*``).
 
 Model format: ``model_format_name`` defaults to ``"vLLM"``, the name KServe/ODH vLLM
 ServingRuntimes list in ``supportedModelFormats`` and the one :mod:`modelgate.deploy` uses, so a
@@ -25,57 +40,59 @@ as ``quant_scheme``.
 
 Re-registration: registering a version name that already exists is idempotent when the
 existing version is LIVE and its model artifact has the same URI (the step can be retried);
-anything else raises :class:`~modelgate.errors.RegistryError`. The v1 API has no DELETE for
-models and versions, so a registration that fails half-way marks what it created ARCHIVED
-before raising.
+anything else raises :class:`~modelgate.errors.RegistryError` saying to choose a new version
+name or model name. The v1 API has no DELETE for models and versions, so a registration that
+fails half-way marks the version it created ARCHIVED before raising (never the registered
+model).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    field_validator,
-)
 
 from modelgate.errors import ConfigError, RegistryAPIVersionError, RegistryError
-from modelgate.naming import registered_model_name
-from modelgate.naming import version_name as naming_version_name
+from modelgate.registry.base import (
+    GATE_FAILED,
+    GATE_PASSED,
+    GATE_PROPERTY,
+    GATE_REPORT_MAX_CHARS,
+    REGISTRATION_ID_PROPERTY,
+    RETIRED_STAGES,
+    STAGE_ARCHIVED,
+    STAGE_CANDIDATE,
+    STAGE_PRODUCTION,
+    STAGE_PROPERTY,
+    STAGE_REJECTED,
+    TOKEN_ENV,
+    URL_ENV,
+    ProductionVersion,
+    RegisterRequest,
+    RegistryRecord,
+    describe_error,
+    truncate,
+)
 from modelgate.retry import backoff
 
 if TYPE_CHECKING:
     from model_registry import ModelRegistry
+    from model_registry.types import ModelVersion
+
+    from modelgate.evaluate import EvalResult
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-PropertyValue = StrictBool | StrictInt | StrictFloat | StrictStr
-"""A custom property value: the types the Model Registry stores natively."""
-
-URL_ENV = "MODEL_REGISTRY_URL"
-TOKEN_ENV = "MODEL_REGISTRY_TOKEN"
-AUTHOR_ENV = "MODEL_REGISTRY_AUTHOR"
-DEFAULT_AUTHOR = "modelgate"
-
-SKIPPED_MESSAGE = f"skipped: no registry configured (set {URL_ENV})"
-"""Message of the record returned when no registry is configured."""
 
 API_PATH = "/api/model_registry/v1"
 OLD_API_VERSIONS = ("v1alpha3",)
@@ -83,153 +100,15 @@ FIRST_V1_RELEASE = "0.3.15"
 """First kubeflow/hub (model-registry) release whose Python client speaks ``/v1``."""
 LAST_V1ALPHA3_CLIENT = "0.3.14"
 
-STAGE_PROPERTY = "modelgate.stage"
-REGISTRATION_ID_PROPERTY = "modelgate.registration_id"
-STAGE_CANDIDATE = "candidate"
-STAGE_GATE_PASSED = "gate-passed"
-STAGE_GATE_FAILED = "gate-failed"
-GATE_REPORT_MAX_CHARS = 8000
-"""``gate.report`` is cut to this many characters (the backing DB column is TEXT-sized)."""
+EVAL_PREFIX = "eval."
+"""Prefix of the evaluation results' custom properties (see ``EvalResult.to_properties``)."""
+EVAL_CONFIG_PROPERTY = "eval.config"
+GATE_REPORT_PROPERTY = "modelgate.gate_report"
+CARD_PROPERTY = "modelgate.card"
+DESCRIPTION_MAX_CHARS = 200
+"""The version description (the card's first line) is cut to this many characters."""
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _validate_properties(props: Mapping[str, Any], *, what: str) -> None:
-    for key, value in props.items():
-        if not isinstance(key, str) or not key.strip():
-            raise ConfigError(f"{what}: property names must be non-empty strings, got {key!r}")
-        if isinstance(value, bool) or isinstance(value, str):
-            continue
-        if isinstance(value, int):
-            if not _INT64_MIN <= value <= _INT64_MAX:
-                raise ConfigError(f"{what}: property {key!r}={value} does not fit int64")
-            continue
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise ConfigError(f"{what}: property {key!r} must be finite, got {value}")
-            continue
-        raise ConfigError(
-            f"{what}: property {key!r} has type {type(value).__name__}; "
-            "expected str, int, float or bool"
-        )
-
-
-class RegisterRequest(BaseModel):
-    """What to register: one model version, its artifact and its lineage.
-
-    Attributes:
-        model_name: RegisteredModel name, e.g. ``"qwen2.5-0.5b-instruct-w4a16"``.
-        version_name: Version name, unique within the model, e.g. a pipeline run id or semver.
-        uri: Where the artifact lives, e.g. ``"s3://models/qwen/w4a16"`` or ``"oci://..."``.
-        model_format_name: Model format for serving runtime selection (default ``"vLLM"``).
-        model_format_version: Version of that format (default ``"1"``).
-        description: Version description.
-        author: Version author; defaults to the backend's author.
-        properties: Lineage custom properties (``source_repo``, ``source_commit``,
-            ``quant_scheme``, ``pipeline_run_id``, ...); ``pipeline_run_name`` and
-            ``namespace`` also fill the artifact's KFP source fields.
-        storage_key: Name of the storage secret (data connection) KServe should use.
-        storage_path: Path inside that storage.
-        service_account_name: Service account holding the storage secret.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    model_name: str = Field(min_length=1)
-    version_name: str = Field(min_length=1)
-    uri: str = Field(min_length=1)
-    model_format_name: str = Field(default="vLLM", min_length=1)
-    model_format_version: str = Field(default="1", min_length=1)
-    description: str | None = None
-    author: str | None = None
-    properties: dict[str, PropertyValue] = Field(default_factory=dict)
-    storage_key: str | None = None
-    storage_path: str | None = None
-    service_account_name: str | None = None
-
-    @field_validator("properties")
-    @classmethod
-    def _check_properties(cls, value: dict[str, PropertyValue]) -> dict[str, PropertyValue]:
-        _validate_properties(value, what="RegisterRequest.properties")
-        reserved = {STAGE_PROPERTY, REGISTRATION_ID_PROPERTY} & set(value)
-        if reserved:
-            raise ConfigError(f"RegisterRequest.properties: {sorted(reserved)} are reserved")
-        return value
-
-
-class RegistryRecord(BaseModel):
-    """Outcome of the register step; travels between pipeline steps as JSON.
-
-    Attributes:
-        status: ``"registered"`` or ``"skipped"`` (no registry configured).
-        message: Human-readable outcome.
-        registered_model_id: RegisteredModel id, when registered.
-        model_version_id: ModelVersion id, when registered.
-        model_artifact_id: ModelArtifact id, when registered.
-        registry: Registry URL the record lives in.
-        model_name: Registered model name.
-        version_name: Version name.
-        stage: Last ``modelgate.stage`` written (``candidate``, ``gate-passed``, ...).
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    status: Literal["registered", "skipped"]
-    message: str
-    registered_model_id: str | None = None
-    model_version_id: str | None = None
-    model_artifact_id: str | None = None
-    registry: str | None = None
-    model_name: str | None = None
-    version_name: str | None = None
-    stage: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict."""
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | str) -> RegistryRecord:
-        """Rebuild a record from :meth:`to_dict` output or its JSON text.
-
-        Raises:
-            ConfigError: The data is not a valid record.
-        """
-        try:
-            if isinstance(data, str):
-                return cls.model_validate_json(data)
-            return cls.model_validate(dict(data))
-        except ValueError as e:
-            raise ConfigError(f"not a RegistryRecord: {e}") from e
-
-    def to_json(self) -> str:
-        """Compact JSON text of :meth:`to_dict`."""
-        return self.model_dump_json()
-
-
-@runtime_checkable
-class RegistryBackend(Protocol):
-    """A model registry the pipeline can register versions in."""
-
-    def register_version(self, request: RegisterRequest) -> RegistryRecord:
-        """Register ``request`` and return where it landed."""
-        ...
-
-    def attach_evaluation(
-        self,
-        record: RegistryRecord,
-        *,
-        metrics: dict[str, float],
-        gate_passed: bool,
-        gate_report: str,
-        properties: dict[str, str | int | float | bool] | None = None,
-    ) -> None:
-        """Write evaluation metrics and the gate decision onto a registered version."""
-        ...
-
-    def describe(self) -> str:
-        """Where this backend points, for logs (e.g. its URL)."""
-        ...
+_LIVE, _ARCHIVED = "LIVE", "ARCHIVED"
 
 
 def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
@@ -237,19 +116,62 @@ def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
+def _state(resource: Any) -> str:
+    """The ``state`` of a client object as its wire string (``"LIVE"``, ``"ARCHIVED"``)."""
+    return str(getattr(resource.state, "value", resource.state))
+
+
+def _stage(resource: Any) -> str | None:
+    stage = (resource.custom_properties or {}).get(STAGE_PROPERTY)
+    return str(stage) if stage is not None else None
+
+
+def _lineage(resource: Any) -> dict[str, str | int | float | bool]:
+    """The lineage a version was registered with: its properties but modelgate's and eval's."""
+    return {
+        k: v
+        for k, v in (resource.custom_properties or {}).items()
+        if not k.startswith(("modelgate.", EVAL_PREFIX)) and isinstance(v, str | int | float)
+    }
+
+
+def _eval_properties(results: EvalResult) -> dict[str, str | int | float | bool]:
+    """``results.to_properties()`` with registry types: doubles, int sample counts, strings.
+
+    Raises:
+        ConfigError: A value is not a number (or a direction string), or is not finite.
+    """
+    out: dict[str, str | int | float | bool] = {}
+    for key, value in results.to_properties(prefix=EVAL_PREFIX).items():
+        if isinstance(value, str):
+            out[key] = value
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"evaluation result {key!r} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"evaluation result {key!r} must be finite, got {value}")
+        is_count = "/" not in key and key.endswith(".n")
+        out[key] = int(value) if is_count else float(value)
+    return out
+
+
+def _card_summary(card: str) -> str | None:
+    """The card's first non-empty line without Markdown heading marks, kept short."""
+    for line in card.splitlines():
+        text = " ".join(line.strip().lstrip("#").split())
+        if text:
+            if len(text) > DESCRIPTION_MAX_CHARS:
+                text = text[: DESCRIPTION_MAX_CHARS - 3].rstrip() + "..."
+            return text
+    return None
+
+
 class _TransientProbeError(Exception):
     """A probe answer worth retrying (5xx)."""
 
 
-def _truncate(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    marker = f"\n...[truncated {len(text) - limit} chars]"
-    return text[: limit - len(marker)] + marker
-
-
 class KubeflowModelRegistry:
-    """:class:`RegistryBackend` for the Kubeflow Model Registry via ``model_registry``.
+    """:class:`~modelgate.registry.base.RegistryBackend` for the Kubeflow Model Registry.
 
     Args:
         url: Registry base URL, ``http(s)://host[:port]`` (no path), e.g.
@@ -317,25 +239,75 @@ class KubeflowModelRegistry:
         """The registry URL."""
         return self._url
 
+    def check(self) -> None:
+        """Probe the server and make sure it serves ``/api/model_registry/v1``.
+
+        Transient failures (connection errors, timeouts, 5xx) are retried
+        ``connect_attempts`` times.
+
+        Raises:
+            RegistryAPIVersionError: The server only serves an older API version.
+            RegistryError: Unreachable, unauthorized, or no registry API at that URL.
+        """
+        status = self._probe("v1")
+        if status == 200:
+            return
+        if status in (401, 403):
+            raise RegistryError(
+                f"Model Registry at {self._url} refused access ({status}); set "
+                f"{TOKEN_ENV} to a token allowed to use the registry"
+            )
+        if status == 404:
+            for old in OLD_API_VERSIONS:
+                if self._probe(old) in (200, 401, 403):
+                    raise RegistryAPIVersionError(
+                        f"Model Registry at {self._url} speaks REST API {old} "
+                        f"(/api/model_registry/{old}) but the installed model-registry client "
+                        f"speaks v1 ({API_PATH}). Fix: upgrade the Model Registry server to "
+                        f"{FIRST_V1_RELEASE} or later (it serves v1), or pin the client to a "
+                        f"release that speaks {old}, e.g. model-registry=={LAST_V1ALPHA3_CLIENT}."
+                    )
+            raise RegistryError(
+                f"no Model Registry REST API at {self._url} (404 for {API_PATH}); check that "
+                f"{URL_ENV} points at the registry REST service, not the UI or a route path"
+            )
+        raise RegistryError(
+            f"Model Registry at {self._url} answered {status} to {API_PATH}/registered_models"
+        )
+
+    def check_api_version(self) -> None:
+        """Alias of :meth:`check` (its former name).
+
+        Raises:
+            RegistryAPIVersionError: The server only serves an older API version.
+            RegistryError: Unreachable, unauthorized, or no registry API at that URL.
+        """
+        self.check()
+
     def register_version(self, request: RegisterRequest) -> RegistryRecord:
-        """Register a model version with its artifact and lineage properties.
+        """Register a model version with its artifact and lineage properties as ``candidate``.
+
+        A registered model left ARCHIVED (by an older modelgate's cleanup) is set back to LIVE
+        first.
 
         Args:
             request: What to register.
 
         Returns:
-            A ``"registered"`` record with the ids.
+            A ``"registered"`` record with the ids, the stage and the artifact URI.
 
         Raises:
             RegistryAPIVersionError: The server does not speak the client's API version.
             RegistryError: The registry is unreachable, the version name is taken by a different
-                artifact or an archived version, or the registration failed (whatever it had
+                artifact or an archived version, or the registration failed (the version it had
                 created is archived first).
         """
         client = self._connect()
         name, version = request.model_name, request.version_name
         rm_before = self._call(f"look up model {name!r}", lambda: client.get_registered_model(name))
         if rm_before is not None:
+            if _state(rm_before) != _LIVE:
+                self._restore_model(client, rm_before)
             existing = self._call(
                 f"look up {name}:{version}", lambda: client.get_model_version(name, version)
             )
@@ -378,11 +350,10 @@ class KubeflowModelRegistry:
                 **source,
             )
         except Exception as e:  # noqa: BLE001 - every failure must archive and re-raise
-            cleanup = self._archive_partial(
-                client, name, version, registration_id, model_was_new=rm_before is None
-            )
+            cleanup = self._archive_partial(client, name, version, registration_id)
             raise RegistryError(
-                f"registering {name}:{version} in {self._url} failed: {_describe(e)}; {cleanup}"
+                f"registering {name}:{version} in {self._url} failed: {describe_error(e)}; "
+                f"{cleanup}"
             ) from e
         return self._record_for(client, name, version, message="registered", stage=STAGE_CANDIDATE)
 
@@ -390,66 +361,254 @@ class KubeflowModelRegistry:
         self,
         record: RegistryRecord,
         *,
-        metrics: dict[str, float],
+        results: EvalResult,
         gate_passed: bool,
         gate_report: str,
-        properties: dict[str, str | int | float | bool] | None = None,
-    ) -> None:
-        """Write evaluation results and the gate decision onto the model version.
+        card: str,
+    ) -> RegistryRecord:
+        """Store the evaluation results, the gate decision and report, and the model card.
+
+        Earlier ``eval.*`` properties of the version are replaced; the lineage stays. A failed
+        gate makes the version ``rejected``; a passed gate leaves its stage as it is (a
+        ``rejected`` version that now passes becomes ``candidate`` again).
 
         Args:
             record: A ``"registered"`` record from :meth:`register_version`.
-            metrics: ``{"<task>.<metric>": value}``; stored as ``eval.<task>.<metric>`` doubles.
-            gate_passed: The gate decision, stored as ``gate.passed``.
-            gate_report: Human-readable gate report, stored as ``gate.report`` (truncated).
-            properties: Extra custom properties to set.
+            results: The evaluation; stored with :meth:`EvalResult.to_properties` (values and
+                stderrs as doubles, sample counts as ints, directions as strings) plus
+                ``eval.config`` (its ``config`` as JSON).
+            gate_passed: The gate decision, stored as ``modelgate.gate`` = ``passed``/``failed``.
+            gate_report: Markdown gate report, stored as ``modelgate.gate_report`` (truncated).
+            card: Markdown model card, stored as ``modelgate.card`` (truncated); its first line
+                becomes the version's description.
+
+        Returns:
+            The record with the version's new stage.
 
         Raises:
-            ConfigError: The record is not registered, or a metric/property is not a finite
-                number / supported type.
+            ConfigError: The record is not registered, or a result is not a finite number.
             RegistryError: The version is gone, or the update failed.
         """
-        if record.status != "registered" or not record.model_version_id:
-            raise ConfigError(
-                f"attach_evaluation needs a registered record, got status={record.status!r}"
-            )
-        if not record.model_name or not record.version_name:
-            raise ConfigError("attach_evaluation needs model_name and version_name on the record")
-        updates: dict[str, str | int | float | bool] = {}
-        for key, value in metrics.items():
-            if not isinstance(key, str) or not key:
-                raise ConfigError(f"metric names must be non-empty strings, got {key!r}")
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"metric {key!r} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ConfigError(f"metric {key!r} must be finite, got {value}")
-            updates[f"eval.{key}"] = float(value)
-        updates["gate.passed"] = bool(gate_passed)
-        updates["gate.report"] = _truncate(gate_report, GATE_REPORT_MAX_CHARS)
-        updates[STAGE_PROPERTY] = STAGE_GATE_PASSED if gate_passed else STAGE_GATE_FAILED
-        if properties:
-            _validate_properties(properties, what="attach_evaluation.properties")
-            updates.update(properties)
+        name, version = self._names_of(record, "attach_evaluation")
+        updates = _eval_properties(results)
+        config_json = json.dumps(results.config, sort_keys=True, default=str)
+        updates[EVAL_CONFIG_PROPERTY] = truncate(config_json, GATE_REPORT_MAX_CHARS)
+        updates[GATE_PROPERTY] = GATE_PASSED if gate_passed else GATE_FAILED
+        updates[GATE_REPORT_PROPERTY] = truncate(gate_report, GATE_REPORT_MAX_CHARS)
+        updates[CARD_PROPERTY] = truncate(card, GATE_REPORT_MAX_CHARS)
 
         client = self._connect()
-        name, version = record.model_name, record.version_name
-        mv = self._call(
-            f"look up {name}:{version}", lambda: client.get_model_version(name, version)
-        )
-        if mv is None or mv.id != record.model_version_id:
-            raise RegistryError(
-                f"model version {name}:{version} (id {record.model_version_id}) is not in "
-                f"{self._url} any more (found {mv.id if mv else 'nothing'})"
-            )
-        mv.custom_properties = {**(mv.custom_properties or {}), **updates}
+        mv = self._version_of(client, record)
+        current = _stage(mv)
+        if not gate_passed:
+            stage = STAGE_REJECTED
+            if current == STAGE_PRODUCTION:
+                logger.warning("%s:%s is production and failed its gate now", name, version)
+        elif current is None or current == STAGE_REJECTED:
+            stage = STAGE_CANDIDATE
+        else:
+            stage = current
+        kept = {
+            k: v for k, v in (mv.custom_properties or {}).items() if not k.startswith(EVAL_PREFIX)
+        }
+        mv.custom_properties = {**kept, **updates, STAGE_PROPERTY: stage}
+        summary = _card_summary(card)
+        if summary:
+            mv.description = summary
         self._call(f"update {name}:{version}", lambda: client.update(mv))
         logger.info(
-            "recorded evaluation on %s:%s: %d metrics, gate %s",
+            "recorded evaluation on %s:%s: %d metrics, gate %s, stage %s",
             name,
             version,
-            len(metrics),
-            "passed" if gate_passed else "failed",
+            sum(len(m) for m in results.tasks.values()),
+            updates[GATE_PROPERTY],
+            stage,
         )
+        return record.model_copy(update={"stage": stage})
+
+    def promote(self, record: RegistryRecord) -> str:
+        """Make the version ``production`` and archive the model's previous production version.
+
+        The other versions whose stage is ``production`` get ``modelgate.stage = archived`` and
+        the state ARCHIVED. Promoting the current production version again changes nothing;
+        promoting an ``archived`` version (a rollback) sets it back to LIVE.
+
+        Args:
+            record: A ``"registered"`` record of the version to promote.
+
+        Returns:
+            What it did, e.g. ``"org--m:v2 is production; archived org--m:v1"``.
+
+        Raises:
+            ConfigError: The record is not registered.
+            RegistryError: The version is gone, rejected (its gate failed), archived by a failed
+                registration, or an update failed.
+        """
+        from model_registry.types import ModelVersionState
+
+        name, version = self._names_of(record, "promote")
+        client = self._connect()
+        mv = self._version_of(client, record)
+        stage, state = _stage(mv), _state(mv)
+        gate = (mv.custom_properties or {}).get(GATE_PROPERTY)
+        if stage == STAGE_REJECTED or gate == GATE_FAILED:
+            raise RegistryError(
+                f"{name}:{version} is rejected (its quality gate failed); a rejected version "
+                "never becomes production: register and evaluate a new version"
+            )
+        if state != _LIVE and stage != STAGE_ARCHIVED:
+            raise RegistryError(
+                f"{name}:{version} is {state} with stage {stage!r} (left by a failed "
+                "registration); it cannot be promoted: register a new version"
+            )
+        others = [
+            v
+            for v in self._versions(client, name)
+            if v.id != mv.id and _stage(v) == STAGE_PRODUCTION
+        ]
+        changed = False
+        if stage != STAGE_PRODUCTION or state != _LIVE:
+            if state != _LIVE:
+                logger.warning("rolling back: %s:%s is LIVE again", name, version)
+            props = mv.custom_properties or {}
+            mv.custom_properties = {**props, STAGE_PROPERTY: STAGE_PRODUCTION}
+            mv.state = ModelVersionState.LIVE
+            self._call(f"promote {name}:{version}", lambda: client.update(mv))
+            changed = True
+        archived: list[str] = []
+        for other in others:
+            other.custom_properties = {
+                **(other.custom_properties or {}),
+                STAGE_PROPERTY: STAGE_ARCHIVED,
+            }
+            other.state = ModelVersionState.ARCHIVED
+            self._call(f"archive {name}:{other.name}", lambda v=other: client.update(v))
+            archived.append(f"{name}:{other.name}")
+        message = f"{name}:{version} is production"
+        if archived:
+            message += f"; archived {', '.join(archived)}"
+        elif not changed:
+            message += " (it already was; nothing changed)"
+        logger.info("%s", message)
+        return message
+
+    def production(self, model_name: str) -> ProductionVersion | None:
+        """The LIVE version of ``model_name`` whose stage is ``production``, with its results.
+
+        Args:
+            model_name: Registered model name.
+
+        Returns:
+            The version's record (ids, names, stage, artifact URI) and its stored results
+            (None when none are stored), or None when the model or such a version does not
+            exist. Should several versions claim production (an interrupted promotion), the
+            most recently updated one wins.
+
+        Raises:
+            RegistryError: The registry is unreachable, or the version has no model artifact.
+        """
+        from modelgate.evaluate import EvalResult
+
+        client = self._connect()
+        rm = self._call(
+            f"look up model {model_name!r}", lambda: client.get_registered_model(model_name)
+        )
+        if rm is None:
+            return None
+        live = [
+            v
+            for v in self._versions(client, model_name)
+            if _state(v) == _LIVE and _stage(v) == STAGE_PRODUCTION
+        ]
+        if not live:
+            return None
+        if len(live) > 1:
+            logger.warning(
+                "%s has %d production versions (%s); using the most recently updated",
+                model_name,
+                len(live),
+                ", ".join(v.name for v in live),
+            )
+        mv = max(live, key=lambda v: (int(v.last_update_time_since_epoch or 0), int(v.id or 0)))
+        version = mv.name
+        ma = self._call(
+            f"look up artifact of {model_name}:{version}",
+            lambda: client.get_model_artifact(model_name, version),
+        )
+        if ma is None:
+            raise RegistryError(
+                f"{model_name}:{version} is production in {self._url} but has no model artifact"
+            )
+        props = dict(mv.custom_properties or {})
+        results = EvalResult.from_properties(
+            props, model=f"{model_name}:{version}", prefix=EVAL_PREFIX
+        )
+        if results is not None:
+            try:
+                config = json.loads(str(props.get(EVAL_CONFIG_PROPERTY, "")))
+            except ValueError:
+                config = None  # absent or truncated
+            if isinstance(config, dict):
+                results.config = config
+        record = RegistryRecord(
+            status="registered",
+            message=f"{model_name}:{version} is production",
+            registered_model_id=rm.id,
+            model_version_id=mv.id,
+            model_artifact_id=ma.id,
+            registry=self._url,
+            model_name=model_name,
+            version_name=version,
+            stage=STAGE_PRODUCTION,
+            uri=ma.uri,
+            lineage=_lineage(mv),
+        )
+        return ProductionVersion(record=record, results=results)
+
+    def find_version(self, model_name: str, version_name: str | None = None) -> RegistryRecord:
+        """A registered version by name, or the newest LIVE one neither rejected nor archived.
+
+        Args:
+            model_name: Registered model name.
+            version_name: Version name; None picks the most recently created LIVE version
+                whose stage is not ``rejected`` or ``archived``.
+
+        Returns:
+            Its record with the artifact ``uri`` and the ``lineage`` it was registered with.
+
+        Raises:
+            RegistryError: The model or such a version does not exist, the version has no
+                model artifact (left by a failed registration), or the registry is unreachable.
+        """
+        client = self._connect()
+        rm = self._call(
+            f"look up model {model_name!r}", lambda: client.get_registered_model(model_name)
+        )
+        if rm is None:
+            raise RegistryError(f"no registered model {model_name!r} in {self._url}")
+        if version_name:
+            name = version_name
+            mv = self._call(
+                f"look up {model_name}:{name}",
+                lambda: client.get_model_version(model_name, name),
+            )
+            if mv is None:
+                raise RegistryError(f"{model_name} has no version {name!r} in {self._url}")
+            message = "found"
+        else:
+            live = [
+                v
+                for v in self._versions(client, model_name)
+                if _state(v) == _LIVE and _stage(v) not in RETIRED_STAGES
+            ]
+            if not live:
+                raise RegistryError(
+                    f"{model_name} has no LIVE version in {self._url} that is neither rejected "
+                    "nor archived; release one first, or name the version"
+                )
+            mv = max(live, key=lambda v: (int(v.create_time_since_epoch or 0), int(v.id or 0)))
+            message = "newest live version"
+        return self._record_for(client, model_name, mv.name, message=message, stage=_stage(mv))
 
     # --- internals -----------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -458,7 +617,7 @@ class KubeflowModelRegistry:
         except (RegistryError, ConfigError):
             raise
         except Exception as e:  # noqa: BLE001 - client raises many unrelated types
-            raise RegistryError(f"{what} in {self._url} failed: {_describe(e)}") from e
+            raise RegistryError(f"{what} in {self._url} failed: {describe_error(e)}") from e
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
@@ -492,48 +651,15 @@ class KubeflowModelRegistry:
             )
         except (_TransientProbeError, requests.RequestException) as e:
             raise RegistryError(
-                f"Model Registry at {self._url} is unreachable ({_describe(e)}); check "
-                f"{URL_ENV} (expected http(s)://host:port of the registry REST service) and "
-                "that the service is up"
+                f"Model Registry at {self._url} is unreachable after {self._connect_attempts} "
+                f"attempt(s) ({describe_error(e)}); check {URL_ENV} (expected http(s)://host:port "
+                "of the registry REST service) and that the service is up"
             ) from e
-
-    def check_api_version(self) -> None:
-        """Probe the server and make sure it serves ``/api/model_registry/v1``.
-
-        Raises:
-            RegistryAPIVersionError: The server only serves an older API version.
-            RegistryError: Unreachable, unauthorized, or no registry API at that URL.
-        """
-        status = self._probe("v1")
-        if status == 200:
-            return
-        if status in (401, 403):
-            raise RegistryError(
-                f"Model Registry at {self._url} refused access ({status}); set "
-                f"{TOKEN_ENV} to a token allowed to use the registry"
-            )
-        if status == 404:
-            for old in OLD_API_VERSIONS:
-                if self._probe(old) in (200, 401, 403):
-                    raise RegistryAPIVersionError(
-                        f"Model Registry at {self._url} speaks REST API {old} "
-                        f"(/api/model_registry/{old}) but the installed model-registry client "
-                        f"speaks v1 ({API_PATH}). Fix: upgrade the Model Registry server to "
-                        f"{FIRST_V1_RELEASE} or later (it serves v1), or pin the client to a "
-                        f"release that speaks {old}, e.g. model-registry=={LAST_V1ALPHA3_CLIENT}."
-                    )
-            raise RegistryError(
-                f"no Model Registry REST API at {self._url} (404 for {API_PATH}); check that "
-                f"{URL_ENV} points at the registry REST service, not the UI or a route path"
-            )
-        raise RegistryError(
-            f"Model Registry at {self._url} answered {status} to {API_PATH}/registered_models"
-        )
 
     def _connect(self) -> ModelRegistry:
         if self._client is not None:
             return self._client
-        self.check_api_version()
+        self.check()
         try:
             from model_registry import ModelRegistry
         except ImportError as e:  # pragma: no cover - depends on the image
@@ -558,16 +684,59 @@ class KubeflowModelRegistry:
             )
         return self._client
 
+    @staticmethod
+    def _names_of(record: RegistryRecord, what: str) -> tuple[str, str]:
+        if record.status != "registered" or not record.model_version_id:
+            raise ConfigError(f"{what} needs a registered record, got status={record.status!r}")
+        if not record.model_name or not record.version_name:
+            raise ConfigError(f"{what} needs model_name and version_name on the record")
+        return record.model_name, record.version_name
+
+    def _version_of(self, client: ModelRegistry, record: RegistryRecord) -> ModelVersion:
+        name, version = record.model_name or "", record.version_name or ""
+        mv = self._call(
+            f"look up {name}:{version}", lambda: client.get_model_version(name, version)
+        )
+        if mv is None or mv.id != record.model_version_id:
+            raise RegistryError(
+                f"model version {name}:{version} (id {record.model_version_id}) is not in "
+                f"{self._url} any more (found {mv.id if mv else 'nothing'})"
+            )
+        return mv
+
+    def _versions(self, client: ModelRegistry, name: str) -> list[ModelVersion]:
+        return self._call(
+            f"list the versions of {name!r}", lambda: list(client.get_model_versions(name))
+        )
+
+    def _restore_model(self, client: ModelRegistry, rm: Any) -> None:
+        """Set a registered model left ARCHIVED (by an older modelgate) back to LIVE."""
+        from model_registry.types import RegisteredModelState
+
+        logger.warning(
+            "registered model %r (id %s) is %s, which hides its versions; an earlier failed "
+            "registration left it so: setting it back to LIVE",
+            rm.name,
+            rm.id,
+            _state(rm),
+        )
+        rm.state = RegisteredModelState.LIVE
+        self._call(f"set model {rm.name!r} back to LIVE", lambda: client.update(rm))
+
     def _existing_version(
         self, client: ModelRegistry, request: RegisterRequest, existing: Any
     ) -> RegistryRecord:
         name, version = request.model_name, request.version_name
-        state = getattr(existing.state, "value", existing.state)
-        if state != "LIVE":
+        fix = (
+            f"choose a new version_name, or register under another registered_model_name "
+            f"than {name!r}"
+        )
+        state = _state(existing)
+        if state != _LIVE:
             raise RegistryError(
                 f"model {name!r} already has a version {version!r} in state {state} (left by an "
-                "earlier failed or retired registration); version names cannot be reused: "
-                "choose a new version_name"
+                "earlier failed or retired registration); version names cannot be reused (the "
+                f"registry API cannot delete versions): {fix}"
             )
         artifact = self._call(
             f"look up artifact of {name}:{version}",
@@ -577,16 +746,15 @@ class KubeflowModelRegistry:
             found = artifact.uri if artifact is not None else "no model artifact"
             raise RegistryError(
                 f"model {name!r} already has a version {version!r} with {found!r}, not "
-                f"{request.uri!r}; choose a new version_name"
+                f"{request.uri!r}: {fix}"
             )
         logger.info("%s:%s is already registered with %s; reusing it", name, version, request.uri)
-        stage = (existing.custom_properties or {}).get(STAGE_PROPERTY)
         return self._record_for(
             client,
             name,
             version,
             message="already registered with the same uri (idempotent)",
-            stage=str(stage) if stage is not None else None,
+            stage=_stage(existing),
         )
 
     def _record_for(
@@ -601,7 +769,10 @@ class KubeflowModelRegistry:
             lambda: client.get_model_artifact(name, version),
         )
         if rm is None or mv is None or ma is None:
-            raise RegistryError(f"{name}:{version} is incomplete in {self._url} after registering")
+            raise RegistryError(
+                f"{name}:{version} is incomplete in {self._url} (no model artifact: left by a "
+                "failed registration?)"
+            )
         return RegistryRecord(
             status="registered",
             message=message,
@@ -612,195 +783,39 @@ class KubeflowModelRegistry:
             model_name=name,
             version_name=version,
             stage=stage,
+            uri=ma.uri,
+            lineage=_lineage(mv),
         )
 
     def _archive_partial(
-        self,
-        client: ModelRegistry,
-        name: str,
-        version: str,
-        registration_id: str,
-        *,
-        model_was_new: bool,
+        self, client: ModelRegistry, name: str, version: str, registration_id: str
     ) -> str:
-        """Archive what a failed registration created; return a sentence saying what happened."""
-        from model_registry.types import ModelVersionState, RegisteredModelState
+        """Archive the version a failed registration created; say what happened.
 
-        done: list[str] = []
+        Only the version is archived, never the registered model: an archived parent would
+        hide every later version of the model.
+        """
+        from model_registry.types import ModelVersionState
+
         try:
-            mv = (
-                client.get_model_version(name, version)
-                if client.get_registered_model(name)
-                else None
-            )
+            rm = client.get_registered_model(name)
+            mv = client.get_model_version(name, version) if rm is not None else None
             ours = (
                 mv is not None
                 and (mv.custom_properties or {}).get(REGISTRATION_ID_PROPERTY) == registration_id
             )
-            if mv is not None and ours:
-                mv.state = ModelVersionState.ARCHIVED
-                client.update(mv)
-                done.append(f"archived model version id {mv.id}")
-            if model_was_new:
-                rm = client.get_registered_model(name)
-                others = [
-                    v
-                    for v in client.get_model_versions(name)
-                    if getattr(v.state, "value", v.state) != "ARCHIVED"
-                ]
-                if rm is not None and not others:
-                    rm.state = RegisteredModelState.ARCHIVED
-                    client.update(rm)
-                    done.append(f"archived registered model id {rm.id}")
+            if mv is None or not ours:
+                return "nothing had been created" + (
+                    f" (registered model {name!r} stays LIVE)" if rm is not None else ""
+                )
+            mv.state = ModelVersionState.ARCHIVED
+            client.update(mv)
         except Exception as e:  # noqa: BLE001 - report, the original error is what matters
             logger.error("cleanup after failed registration of %s:%s failed: %s", name, version, e)
-            return f"cleanup failed too ({_describe(e)}): archive {name}:{version} by hand" + (
-                f" (already {', '.join(done)})" if done else ""
-            )
-        if not done:
-            return "nothing had been created"
-        logger.warning("failed registration of %s:%s: %s", name, version, ", ".join(done))
-        return ", ".join(done)
-
-
-def _describe(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:500]}" if text else type(e).__name__
-
-
-def registry_from_url(url: str | None = None, **kw: Any) -> RegistryBackend | None:
-    """Build the registry backend for ``url`` (else ``$MODEL_REGISTRY_URL``).
-
-    Args:
-        url: Registry URL; ``None``/empty falls back to ``$MODEL_REGISTRY_URL``.
-        **kw: Passed to :class:`KubeflowModelRegistry`; ``author`` defaults to
-            ``$MODEL_REGISTRY_AUTHOR`` or ``"modelgate"``.
-
-    Returns:
-        The backend, or ``None`` when no URL is configured.
-
-    Raises:
-        ConfigError: The URL is malformed.
-    """
-    resolved = (url or "").strip() or os.environ.get(URL_ENV, "").strip()
-    if not resolved:
-        return None
-    kw.setdefault("author", os.environ.get(AUTHOR_ENV) or DEFAULT_AUTHOR)
-    return KubeflowModelRegistry(resolved, **kw)
-
-
-def candidate_request(
-    *,
-    model_uri: str,
-    repo_id: str,
-    revision: str,
-    commit_sha: str,
-    scheme: str,
-    model_name: str | None = None,
-    version_name: str | None = None,
-    pipeline_run_id: str | None = None,
-    pipeline_run_name: str | None = None,
-    namespace: str | None = None,
-    author: str | None = None,
-) -> RegisterRequest:
-    """What the register step writes for a quantized candidate (naming and lineage policy).
-
-    The registered model name is slash-free (:func:`modelgate.naming.registered_model_name`);
-    the Hub id, revision and commit go into properties. The version name is
-    ``<scheme>-<commit[:12]>-<run>`` unless given.
-
-    Raises:
-        ConfigError: A name the registry URI cannot carry.
-    """
-    properties: dict[str, str | int | float | bool] = {
-        "source_repo": repo_id,
-        "source_revision": revision,
-        "source_commit": commit_sha,
-        "quant_scheme": scheme,
-    }
-    for key, value in (
-        ("pipeline_run_id", pipeline_run_id),
-        ("pipeline_run_name", pipeline_run_name),
-        ("namespace", namespace),
-    ):
-        if value:
-            properties[key] = value
-    return RegisterRequest(
-        model_name=registered_model_name(repo_id, model_name),
-        version_name=version_name
-        or naming_version_name(scheme=scheme, commit_sha=commit_sha, run_id=pipeline_run_id),
-        uri=model_uri,
-        description=f"{repo_id}@{commit_sha} quantized with {scheme}",
-        author=author,
-        properties=properties,
-    )
-
-
-def register_candidate(*, registry_url: str | None, request: RegisterRequest) -> RegistryRecord:
-    """Pipeline entry point: register ``request`` as a candidate, or skip without a registry.
-
-    Args:
-        registry_url: Registry URL; ``None`` falls back to ``$MODEL_REGISTRY_URL``.
-        request: What to register.
-
-    Returns:
-        A ``"registered"`` record, or a ``"skipped"`` one with message
-        :data:`SKIPPED_MESSAGE` when no registry is configured.
-
-    Raises:
-        ConfigError: The URL is malformed.
-        RegistryAPIVersionError: Client and server API versions differ.
-        RegistryError: Registration failed.
-    """
-    backend = registry_from_url(registry_url)
-    if backend is None:
-        logger.warning(SKIPPED_MESSAGE)
-        return RegistryRecord(
-            status="skipped",
-            message=SKIPPED_MESSAGE,
-            model_name=request.model_name,
-            version_name=request.version_name,
+            return f"cleanup failed too ({describe_error(e)}): archive {name}:{version} by hand"
+        done = (
+            f"archived model version id {mv.id} ({name}:{version}); registered model "
+            f"{name!r} stays LIVE"
         )
-    return backend.register_version(request)
-
-
-def record_evaluation(
-    *,
-    record: RegistryRecord,
-    registry_url: str | None,
-    metrics: dict[str, float],
-    gate_passed: bool,
-    gate_report: str,
-) -> RegistryRecord:
-    """Pipeline entry point: attach evaluation results to a registered candidate.
-
-    Args:
-        record: The register step's record.
-        registry_url: Registry URL; falls back to ``$MODEL_REGISTRY_URL``, then the record's.
-        metrics: ``{"<task>.<metric>": value}``.
-        gate_passed: The gate decision.
-        gate_report: Human-readable gate report.
-
-    Returns:
-        The record with the new stage, or the unchanged record when it was skipped.
-
-    Raises:
-        ConfigError: Bad metrics, or a registered record without any registry URL.
-        RegistryAPIVersionError: Client and server API versions differ.
-        RegistryError: The update failed.
-    """
-    if record.status == "skipped":
-        logger.warning("evaluation not recorded: %s", record.message)
-        return record
-    url = (registry_url or "").strip() or os.environ.get(URL_ENV, "").strip() or record.registry
-    backend = registry_from_url(url)
-    if backend is None:
-        raise ConfigError(
-            f"record of {record.model_name}:{record.version_name} says registered but names no "
-            f"registry; set {URL_ENV}"
-        )
-    backend.attach_evaluation(
-        record, metrics=metrics, gate_passed=gate_passed, gate_report=gate_report
-    )
-    stage = STAGE_GATE_PASSED if gate_passed else STAGE_GATE_FAILED
-    return record.model_copy(update={"stage": stage, "message": f"evaluation recorded: {stage}"})
+        logger.warning("failed registration of %s:%s: %s", name, version, done)
+        return done

@@ -1,0 +1,194 @@
+"""What every registry backend must do, run against both: the Kubeflow Model Registry (its REST
+contract double) and MLflow (a real SQLite store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelgate.errors import ConfigError, RegistryError
+from modelgate.evaluate import EvalResult, MetricValue
+from modelgate.registry import (
+    SKIPPED_MESSAGE,
+    RegistryBackend,
+    RegistryRecord,
+    candidate_request,
+    local_registry_url,
+    model_card,
+    promote_candidate,
+    record_evaluation,
+    register_candidate,
+    registry_from_url,
+    resolve_version,
+)
+from modelgate.registry.base import read_production, write_production
+from modelgate.registry.kubeflow import KubeflowModelRegistry
+from modelgate.registry.mlflow import MLflowRegistry
+from tests.doubles.model_registry import fake_model_registry  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.unit
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(autouse=True)
+def _no_registry_env(monkeypatch):
+    monkeypatch.delenv("MODEL_REGISTRY_URL", raising=False)
+
+
+@pytest.fixture(params=["kubeflow", "mlflow"])
+def registry_url(request, tmp_path) -> str:
+    if request.param == "kubeflow":
+        return request.getfixturevalue("fake_model_registry").url
+    return local_registry_url(tmp_path)
+
+
+def release(run: str, **kw):
+    return candidate_request(
+        model_uri=f"s3://models/org--m/{SHA}/fp8_dynamic-{run:0>12}",
+        repo_id="org/M",
+        revision="main",
+        commit_sha=SHA,
+        scheme="FP8_DYNAMIC",
+        pipeline_run_id=run,
+        **kw,
+    )
+
+
+def results(acc: float) -> EvalResult:
+    return EvalResult(
+        model="m",
+        backend="hf",
+        tasks={"arc": {"acc": MetricValue(acc, 0.015, True), "f1": MetricValue(0.3, None, None)}},
+        n_samples={"arc": 1000},
+        config={"limit": 1000},
+    )
+
+
+def test_urls_pick_the_backend(tmp_path):
+    assert isinstance(registry_from_url("http://mr:8080"), KubeflowModelRegistry)
+    assert isinstance(registry_from_url(local_registry_url(tmp_path)), MLflowRegistry)
+    assert registry_from_url("") is None
+    for backend in (
+        registry_from_url("http://mr:8080"),
+        registry_from_url(local_registry_url(tmp_path)),
+    ):
+        assert isinstance(backend, RegistryBackend)
+
+
+def test_a_release_cycle_on_either_backend(registry_url):
+    first = register_candidate(registry_url=registry_url, request=release("run1"))
+    assert first.status == "registered" and first.stage == "candidate"
+    assert first.model_name == "org--m" and first.lineage["source_repo"] == "org/M"
+    first = record_evaluation(
+        record=first,
+        registry_url=registry_url,
+        results=results(0.61),
+        gate_passed=True,
+        gate_report="| gate | PASSED |",
+    )
+    assert first.stage == "candidate"
+    assert "is production" in promote_candidate(record=first, registry_url=registry_url)
+    backend = registry_from_url(registry_url)
+    prod = backend.production("org--m")
+    assert prod.record.version_name == first.version_name and prod.record.uri == first.uri
+    acc, f1 = prod.results.get("arc", "acc"), prod.results.get("arc", "f1")
+    assert (acc.value, acc.stderr, acc.higher_is_better) == (0.61, 0.015, True)
+    assert (f1.value, f1.stderr, f1.higher_is_better) == (0.3, None, None)
+    assert prod.results.samples("arc") == 1000
+    # the challenger fails its gate: rejected, and production does not move
+    second = register_candidate(registry_url=registry_url, request=release("run2"))
+    second = record_evaluation(
+        record=second,
+        registry_url=registry_url,
+        results=results(0.4),
+        gate_passed=False,
+        gate_report="| gate | FAILED |",
+    )
+    assert second.stage == "rejected"
+    with pytest.raises(RegistryError):
+        promote_candidate(record=second, registry_url=registry_url)
+    assert backend.production("org--m").record.version_name == first.version_name
+    # a redeploy picks the newest version that is neither rejected nor archived
+    assert resolve_version(registry_url=registry_url, model_name="org--m").version_name == (
+        first.version_name
+    )
+    third = register_candidate(registry_url=registry_url, request=release("run3"))
+    third = record_evaluation(
+        record=third,
+        registry_url=registry_url,
+        results=results(0.65),
+        gate_passed=True,
+        gate_report="g",
+    )
+    done = promote_candidate(record=third, registry_url=registry_url)
+    assert done.endswith(f"archived org--m:{first.version_name}")
+    assert backend.production("org--m").record.version_name == third.version_name
+
+
+def test_rerunning_a_run_is_idempotent_and_a_clash_is_explained(registry_url):
+    first = register_candidate(registry_url=registry_url, request=release("run1"))
+    again = register_candidate(registry_url=registry_url, request=release("run1"))
+    assert again.model_version_id == first.model_version_id
+    clash = release("run1").model_copy(update={"uri": "s3://models/other"})
+    with pytest.raises(RegistryError, match="registered_model_name"):
+        register_candidate(registry_url=registry_url, request=clash)
+
+
+def test_no_production_yet(registry_url):
+    backend = registry_from_url(registry_url)
+    assert backend.production("org--m") is None
+    register_candidate(registry_url=registry_url, request=release("run1"))
+    assert backend.production("org--m") is None
+
+
+def test_production_file_round_trip(registry_url, tmp_path):
+    record = register_candidate(registry_url=registry_url, request=release("run1"))
+    record = record_evaluation(
+        record=record,
+        registry_url=registry_url,
+        results=results(0.6),
+        gate_passed=True,
+        gate_report="g",
+    )
+    promote_candidate(record=record, registry_url=registry_url)
+    path = tmp_path / "production.json"
+    write_production(registry_from_url(registry_url).production("org--m"), path)
+    found, version = read_production(path)
+    assert version == record.version_name and found.get("arc", "acc").value == 0.6
+    write_production(None, path)
+    assert read_production(path) == (None, None)
+
+
+def test_without_a_registry_every_step_says_skipped():
+    record = register_candidate(registry_url=None, request=release("run1"))
+    assert record.status == "skipped" and record.message == SKIPPED_MESSAGE
+    same = record_evaluation(
+        record=record, registry_url=None, results=results(0.5), gate_passed=True, gate_report=""
+    )
+    assert same == record
+    assert promote_candidate(record=record, registry_url=None) == SKIPPED_MESSAGE
+    with pytest.raises(ConfigError, match="set registry_url"):
+        resolve_version(registry_url=None, model_name="org--m")
+
+
+def test_model_card_names_source_license_quantization_and_both_tables(tmp_path):
+    from modelgate.storage import FileStore
+
+    store = FileStore(tmp_path / "store")
+    with store.writer("m") as folder:
+        (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# M\n")
+    request = release("run1").model_copy(update={"uri": store.uri("m")})
+    record = register_candidate(registry_url=None, request=request)
+    card = model_card(record, results=results(0.61), gate_report="### Gate `g`: PASSED\n")
+    assert card.startswith(f"# org--m — {record.version_name}")
+    assert f"org/M @ `{SHA[:12]}`" in card and "| license | apache-2.0 |" in card
+    assert "FP8_DYNAMIC" in card and "| arc | acc | 0.6100 | 0.0150 | 1000 |" in card
+    assert "### Gate `g`: PASSED" in card
+
+
+def test_record_round_trip():
+    record = RegistryRecord(
+        status="registered", message="ok", model_name="m", version_name="v", lineage={"a": 1}
+    )
+    assert RegistryRecord.from_dict(record.to_json()) == record
+    with pytest.raises(ConfigError):
+        RegistryRecord.from_dict({"status": "maybe", "message": ""})
