@@ -511,17 +511,30 @@ def _package(pipeline: str) -> Path:
     return PIPELINES_DIR / f"{pipeline}.yaml"
 
 
-def _cluster_release(
-    overrides: dict[str, Any], *, params_file: Path | None, pipeline: str = "release"
-) -> Any:
-    """The parameters of a cluster run of ``pipeline``, checked by preflight.
+def _cluster_run(
+    overrides: dict[str, Any],
+    *,
+    params_file: Path | None,
+    pipeline: str,
+    host: str | None,
+    token: str | None,
+    namespace: str | None,
+) -> tuple[Path, Any, Any]:
+    """(package, parameters, kfp client) of a run of ``pipeline`` on Kubeflow: parameters
+    checked by preflight, then the host reached, then local inputs uploaded to the store.
 
     Raises:
-        ConfigError: Preflight found bad input.
+        ConfigError: Bad input, found before any call.
+        SubmitError: The host cannot be reached.
+        StorageError: A local input could not be uploaded.
     """
+    from pipelines import submit as kfp_submit
+
+    package = _package(pipeline)
     release = resolve_release(overrides, params_file=params_file, local=False, pipeline=pipeline)
     run_preflight(release, local=False)
-    return release
+    client = kfp_submit.connect(host, token=token, namespace=namespace)
+    return package, _stage_inputs(release), client
 
 
 def _run_name(params: Any) -> str:
@@ -581,10 +594,14 @@ def submit(
     from pipelines import submit as kfp_submit
 
     configure_logging("WARNING")
-    package = _package(pipeline)
-    release = _cluster_release(overrides, params_file=params, pipeline=pipeline)
-    client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
-    release = _stage_inputs(release)
+    package, release, client = _cluster_run(
+        overrides,
+        params_file=params,
+        pipeline=pipeline,
+        host=host,
+        token=token,
+        namespace=kfp_namespace,
+    )
     name = run_name or f"{pipeline}-{_run_name(release)}-{time.strftime('%Y%m%d-%H%M%S')}"
     submitted = kfp_submit.submit(
         client,
@@ -644,10 +661,14 @@ def schedule(
     if not cron:
         raise ConfigError("give --cron, e.g. --cron '0 3 * * 1' (Mondays 03:00)")
     kfp_cron = kfp_submit.validate_cron(cron)  # before any other work
-    package = _package(pipeline)
-    release = _cluster_release(overrides, params_file=params, pipeline=pipeline)
-    client = kfp_submit.connect(host, token=token, namespace=kfp_namespace)
-    release = _stage_inputs(release)
+    package, release, client = _cluster_run(
+        overrides,
+        params_file=params,
+        pipeline=pipeline,
+        host=host,
+        token=token,
+        namespace=kfp_namespace,
+    )
     job = name or f"{pipeline}-{_run_name(release)}-schedule"
     recurring_id = kfp_submit.schedule(
         client,

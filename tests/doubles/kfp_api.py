@@ -55,12 +55,14 @@ from datetime import UTC, datetime
 from email import message_from_bytes
 from email.policy import HTTP
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import yaml
+
+from tests.doubles.http import serve
 
 JSON = dict[str, Any]
 PREFIX = "/apis/v2beta1"
@@ -496,20 +498,7 @@ class FakeKFP:
 
     def start(self) -> FakeKFP:
         """Serve on 127.0.0.1 on a free port in a daemon thread."""
-        fake = self
-
-        class Handler(_Handler):
-            double = fake
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() waits at most this long
-            name="fake-kfp",
-            daemon=True,
-        )
-        self._thread.start()
+        self._server, self._thread = serve(self, name="FakeKFP", poll_interval=0.05)
         return self
 
     def stop(self) -> None:
@@ -1260,35 +1249,6 @@ def _multipart_file(content_type: str, raw: bytes) -> tuple[str, bytes] | None:
             payload = part.get_payload(decode=True)
             return part.get_filename() or "", payload if isinstance(payload, bytes) else b""
     return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    double: FakeKFP
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeKFP/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        status, body = self.double.handle(self.command, self.path, self.headers, raw)
-        if isinstance(body, str):
-            payload, ctype = body.encode(), "text/plain; charset=utf-8"
-        else:
-            payload, ctype = json.dumps(body).encode(), "application/json"
-        self.send_response(int(status))
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = _serve  # noqa: N815 - stdlib naming
-    do_POST = _serve  # noqa: N815
-    do_PATCH = _serve  # noqa: N815
-    do_PUT = _serve  # noqa: N815
-    do_DELETE = _serve  # noqa: N815
 
 
 @pytest.fixture

@@ -49,11 +49,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.doubles.http import serve
 
 JSON = dict[str, Any]
 
@@ -279,17 +281,7 @@ class FakeModelRegistry:
 
     def start(self) -> FakeModelRegistry:
         """Serve on 127.0.0.1 on a free port in a daemon thread."""
-        registry = self
-
-        class Handler(_Handler):
-            fake = registry
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="fake-model-registry", daemon=True
-        )
-        self._thread.start()
+        self._server, self._thread = serve(self, name="FakeModelRegistry")
         return self
 
     def stop(self) -> None:
@@ -820,35 +812,6 @@ class FakeModelRegistry:
             return 200, art
         body = {k: v for k, v in body.items() if k not in _READ_ONLY}
         return 201, self._store_artifact(body, mv_id, "Artifact")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    fake: FakeModelRegistry
-    protocol_version = "HTTP/1.1"
-    server_version = "FakeModelRegistry/1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        return
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        status, body = self.fake.handle(self.command, self.path, self.headers, raw)
-        if isinstance(body, str):
-            payload, ctype = body.encode(), "text/plain; charset=utf-8"
-        else:
-            payload, ctype = json.dumps(body).encode(), "application/json"
-        self.send_response(int(status))
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    do_GET = _serve  # noqa: N815 - stdlib naming
-    do_POST = _serve  # noqa: N815
-    do_PATCH = _serve  # noqa: N815
-    do_PUT = _serve  # noqa: N815
-    do_DELETE = _serve  # noqa: N815
 
 
 # --- contract against the generated client ------------------------------------------------
