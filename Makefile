@@ -57,8 +57,8 @@ test-cluster: venvs
 	$(PY) -m pytest -m "cluster" -rs $(PYTEST_ARGS)
 
 lint: venvs
-	$(VENV)/bin/ruff check src components pipelines tests
-	$(VENV)/bin/ruff format --check src components pipelines tests
+	$(VENV)/bin/ruff check src components pipelines tests benchmarks
+	$(VENV)/bin/ruff format --check src components pipelines tests benchmarks
 
 pipelines: venvs
 	$(VENV)/bin/modelgate compile
