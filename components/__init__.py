@@ -4,7 +4,7 @@ from components.deploy.component import deploy_model, smoke_test
 from components.download.component import download_model
 from components.evaluate.component import evaluate_model
 from components.gate.component import check_gate, stop_promotion
-from components.preflight.component import preflight_release
+from components.preflight.component import preflight_redeploy, preflight_release
 from components.quantize.component import quantize_model
 from components.register.component import (
     lookup_production,
@@ -20,6 +20,7 @@ __all__ = [
     "download_model",
     "evaluate_model",
     "lookup_production",
+    "preflight_redeploy",
     "preflight_release",
     "promote_candidate",
     "quantize_model",

@@ -7,11 +7,11 @@ Composed from the release pipeline's components (:mod:`pipelines.stages`); compi
 
 from kfp import compiler, dsl
 
-from components import resolve_version
+from components import preflight_redeploy, resolve_version
 from modelgate.params import RedeployParams, param_default
 from modelgate.placement import Placement
 from pipelines import PIPELINES_DIR
-from pipelines.platform import no_cache, place
+from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
 from pipelines.stages import evaluate, gate_and_promote, production_lookup
 
 
@@ -102,14 +102,31 @@ def build_redeploy(placement: Placement):
             smoke_prompt: Prompt of the post-deploy smoke test.
         """
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
+        check = preflight_redeploy(
+            registered_model_name=registered_model_name,
+            model_version=model_version,
+            registry_url=registry_url,
+            eval_tasks=eval_tasks,
+            eval_task_dir=eval_task_dir,
+            eval_backend=eval_backend,
+            thresholds=thresholds,
+            deploy_target=deploy_target,
+            deploy_name=deploy_name,
+            namespace=namespace,
+            serving_runtime=serving_runtime,
+        ).set_display_name("preflight")
+        no_cache(place(check, "gate", placement))
+        use_hf_token(check, hf_token_secret)
+        use_store_secret(check, model_store_secret)
         version = resolve_version(
             model_name=registered_model_name, version_name=model_version, registry_url=registry_url
         ).set_display_name("resolve version")
-        no_cache(place(version, "register", placement))
+        no_cache(place(version.after(check), "register", placement))
         candidate = evaluate(
             p, placement, model_uri=version.outputs["model_uri"], label="candidate"
         )
         production = production_lookup(p, placement, model_id=registered_model_name)
+        production.after(check)
         gate_and_promote(
             p,
             placement,

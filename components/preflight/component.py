@@ -57,37 +57,90 @@ def preflight_release(
     Raises:
         PreflightError: One or more checks failed (the message lists each with its fix).
     """
-    from modelgate.deploy.plan import current_namespace
     from modelgate.logs import configure_logging
     from modelgate.params import ReleaseParams
-    from modelgate.preflight import cluster_checks, preflight, release_checks
+    from modelgate.preflight import run_step_preflight
 
     configure_logging()
-    params = ReleaseParams(
-        model_id=model_id,
-        model_store=model_store,
-        revision=revision,
-        allow_pickle=allow_pickle,
-        allow_remote_code=allow_remote_code,
-        quant_scheme=quant_scheme,
-        calibration_data=calibration_data,
-        eval_tasks=eval_tasks,
-        eval_task_dir=eval_task_dir,
-        eval_backend=eval_backend,
-        thresholds=thresholds,
-        registry_url=registry_url,
-        deploy_target=deploy_target,
-        deploy_name=deploy_name,
-        namespace=namespace,
-        serving_runtime=serving_runtime,
-        hf_endpoint=hf_endpoint,
+    return run_step_preflight(
+        ReleaseParams(
+            model_id=model_id,
+            model_store=model_store,
+            revision=revision,
+            allow_pickle=allow_pickle,
+            allow_remote_code=allow_remote_code,
+            quant_scheme=quant_scheme,
+            calibration_data=calibration_data,
+            eval_tasks=eval_tasks,
+            eval_task_dir=eval_task_dir,
+            eval_backend=eval_backend,
+            thresholds=thresholds,
+            registry_url=registry_url,
+            deploy_target=deploy_target,
+            deploy_name=deploy_name,
+            namespace=namespace,
+            serving_runtime=serving_runtime,
+            hf_endpoint=hf_endpoint,
+        )
     )
-    pod_namespace = current_namespace()
-    checks = release_checks(params, local=pod_namespace is None)
-    if pod_namespace is not None:
-        from kubernetes import config
 
-        config.load_incluster_config()
-        checks |= cluster_checks(params, namespace=namespace or pod_namespace)
-    results = preflight(checks)
-    return "\n".join(f"{r.name}: {r.detail}" for r in results)
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def preflight_redeploy(
+    registered_model_name: str,
+    model_version: str = "",
+    registry_url: str = "",
+    eval_tasks: str = "arc_easy",
+    eval_task_dir: str = "",
+    eval_backend: str = "vllm",
+    thresholds: str = "",
+    deploy_target: str = "kserve",
+    deploy_name: str = "modelgate-candidate",
+    namespace: str = "",
+    serving_runtime: str = "vllm-runtime",
+) -> str:
+    """Check a redeploy before it evaluates anything; fail with every problem at once.
+
+    The registry has the version, the evaluation tasks and backend, the gate config, the deploy
+    target; in a pod also: the pipeline's service account may manage InferenceServices in the
+    namespace, and the ServingRuntime exists.
+
+    Args:
+        registered_model_name: Registered model name.
+        model_version: Version (empty: the newest neither rejected nor archived).
+        registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
+        eval_tasks: Comma-separated lm-eval tasks.
+        eval_task_dir: Stored folder URI of local task YAMLs.
+        eval_backend: lm-eval backend.
+        thresholds: Gate config (JSON/YAML).
+        deploy_target: ``kserve`` or ``local``.
+        deploy_name: InferenceService name.
+        namespace: Namespace of the InferenceService (empty: this pod's).
+        serving_runtime: ServingRuntime name.
+
+    Returns:
+        One line per check.
+
+    Raises:
+        PreflightError: One or more checks failed (the message lists each with its fix).
+    """
+    from modelgate.logs import configure_logging
+    from modelgate.params import RedeployParams
+    from modelgate.preflight import run_step_preflight
+
+    configure_logging()
+    return run_step_preflight(
+        RedeployParams(
+            registered_model_name=registered_model_name,
+            model_version=model_version,
+            registry_url=registry_url,
+            eval_tasks=eval_tasks,
+            eval_task_dir=eval_task_dir,
+            eval_backend=eval_backend,
+            thresholds=thresholds,
+            deploy_target=deploy_target,
+            deploy_name=deploy_name,
+            namespace=namespace,
+            serving_runtime=serving_runtime,
+        )
+    )

@@ -194,6 +194,25 @@ ParamsFile = Annotated[
 ]
 
 
+Pipeline = Annotated[
+    str,
+    typer.Option("--pipeline", help="Which pipeline: release, or redeploy (a registered version)."),
+]
+
+
+def _package(pipeline: str) -> Path:
+    """The compiled YAML of ``pipeline``.
+
+    Raises:
+        ConfigError: Not a pipeline modelgate ships.
+    """
+    from pipelines import PIPELINE_MODULES, PIPELINES_DIR
+
+    if pipeline not in PIPELINE_MODULES:
+        raise ConfigError(f"unknown pipeline {pipeline!r}; choose one of {list(PIPELINE_MODULES)}")
+    return PIPELINES_DIR / f"{pipeline}.yaml"
+
+
 def _print_checks(results: list[Any], *, seconds: float) -> None:
     for r in results:
         mark = "[green]ok[/]" if r.ok else "[red]FAIL[/]"
@@ -284,36 +303,45 @@ def print_failures(result: Any) -> None:
 
 
 def run_local(
-    params: ReleaseParams,
+    params: Any,
     *,
     pipeline_root: Path,
     keep_serving: bool = False,
     verbose: bool = False,
 ) -> int:
-    """Run the release pipeline with kfp.local after preflight; returns the exit code.
+    """Run the release (or, with :class:`~modelgate.params.RedeployParams`, the redeploy)
+    pipeline with kfp.local after preflight; returns the exit code.
 
     Raises:
         ConfigError: Preflight failed (nothing ran).
     """
+    import importlib
+
+    from modelgate.params import RedeployParams
     from modelgate.registry import local_registry_url
     from modelgate.storage import open_store, stage_input
 
+    pipeline = "redeploy" if isinstance(params, RedeployParams) else "release"
     pipeline_root = pipeline_root.absolute()
     defaults: dict[str, Any] = {}
-    if not params.model_store:
+    if pipeline == "release" and not params.model_store:
         defaults["model_store"] = (pipeline_root / "model-store").as_uri()
     if not params.registry_url:  # the embedded registry of local runs
         defaults["registry_url"] = local_registry_url(pipeline_root)
     params = params.model_copy(update=defaults)
     run_preflight(params, local=True)
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    store = open_store(params.model_store)
-    # local files travel to the steps through the store, as they do to a cluster's pods
     staged: dict[str, Any] = {}
-    if params.eval_task_dir and "://" not in params.eval_task_dir:
-        staged["eval_task_dir"] = stage_input(store, params.eval_task_dir, kind="tasks")
-    if params.calibration_data and Path(params.calibration_data).is_file():
-        staged["calibration_data"] = stage_input(store, params.calibration_data, kind="calibration")
+    if pipeline == "release":
+        # local files travel to the steps through the store, as they do to a cluster's pods
+        store = open_store(params.model_store)
+        if params.eval_task_dir and "://" not in params.eval_task_dir:
+            staged["eval_task_dir"] = stage_input(store, params.eval_task_dir, kind="tasks")
+        if params.calibration_data and Path(params.calibration_data).is_file():
+            staged["calibration_data"] = stage_input(
+                store, params.calibration_data, kind="calibration"
+            )
+        console.print(f"model store: {store.root}", soft_wrap=True)
     if params.deploy_target == "local":
         from modelgate.deploy.local import resolve_vllm_python
 
@@ -321,8 +349,13 @@ def run_local(
     params = params.model_copy(update=staged)
 
     from pipelines.local import run_pipeline_locally
-    from pipelines.release import PACKAGE_PATH, release
 
+    module = importlib.import_module(f"pipelines.{pipeline}")
+    subject = (
+        f"{params.model_id}@{params.revision}"
+        if pipeline == "release"
+        else f"{params.registered_model_name}:{params.model_version or 'newest'}"
+    )
     log_file = None if verbose else pipeline_root / "run.log"
     # a handle on the terminal that survives the run sending fd 1/2 to the log file
     progress = Console(file=os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1))
@@ -332,16 +365,14 @@ def run_local(
         style = STATUS_STYLE.get(status, "")
         progress.print(f"  [{style}]{status:>8}[/] {step.display_name} ({step.seconds:.1f}s)")
 
-    console.print(f"model store: {store.root}", soft_wrap=True)
     console.print(
-        f"running release of {params.model_id}@{params.revision} locally; "
-        f"logs: {log_file or 'console'}",
+        f"running {pipeline} of {subject} locally; logs: {log_file or 'console'}",
         soft_wrap=True,
     )
     result = run_pipeline_locally(
-        release,
+        getattr(module, pipeline),
         arguments=params.arguments(),
-        pipeline_yaml=PACKAGE_PATH,
+        pipeline_yaml=module.PACKAGE_PATH,
         pipeline_root=pipeline_root,
         log_file=log_file,
         on_step=on_step,
@@ -421,6 +452,7 @@ def run(
     overrides: dict[str, Any],
     local: Annotated[bool, typer.Option("--local", help="Run here with kfp.local.")] = False,
     params: ParamsFile = None,
+    pipeline: Pipeline = "release",
     pipeline_root: Annotated[Path, typer.Option(help="Where step outputs go.")] = Path(
         "local_outputs"
     ),
@@ -441,7 +473,8 @@ def run(
             "`modelgate run` runs here with --local; to run on Kubeflow use `modelgate submit` "
             "(or upload pipelines/release.yaml in the Kubeflow UI)"
         )
-    release = resolve_release(overrides, params_file=params, local=True)
+    _package(pipeline)  # a pipeline modelgate ships
+    release = resolve_release(overrides, params_file=params, local=True, pipeline=pipeline)
     code = run_local(
         release, pipeline_root=pipeline_root, keep_serving=keep_serving, verbose=verbose
     )
@@ -492,23 +525,6 @@ PipelineName = Annotated[
     Optional[str],  # noqa: UP045 - typer reads it
     typer.Option(help="Pipeline name in KFP (default: modelgate-<pipeline>)."),
 ]
-Pipeline = Annotated[
-    str,
-    typer.Option("--pipeline", help="Which pipeline: release, or redeploy (a registered version)."),
-]
-
-
-def _package(pipeline: str) -> Path:
-    """The compiled YAML of ``pipeline``.
-
-    Raises:
-        ConfigError: Not a pipeline modelgate ships.
-    """
-    from pipelines import PIPELINE_MODULES, PIPELINES_DIR
-
-    if pipeline not in PIPELINE_MODULES:
-        raise ConfigError(f"unknown pipeline {pipeline!r}; choose one of {list(PIPELINE_MODULES)}")
-    return PIPELINES_DIR / f"{pipeline}.yaml"
 
 
 def _cluster_run(

@@ -250,7 +250,7 @@ def release_checks(params: ReleaseParams, *, local: bool) -> dict[str, Check]:
 
 
 def cluster_checks(
-    params: ReleaseParams, *, namespace: str, api_client: Any = None
+    params: ReleaseParams | RedeployParams, *, namespace: str, api_client: Any = None
 ) -> dict[str, Check]:
     """What only the cluster knows, checked from a pod of the pipeline (see module docstring)."""
 
@@ -317,3 +317,25 @@ def preflight(checks: dict[str, Check]) -> list[CheckResult]:
     if not all(r.ok for r in results):
         raise PreflightError(results)
     return results
+
+
+def run_step_preflight(params: ReleaseParams | RedeployParams) -> str:
+    """The pipelines' first step: the run's checks, plus the cluster's when in a pod.
+
+    Returns:
+        One line per check.
+
+    Raises:
+        PreflightError: One or more checks failed.
+    """
+    from modelgate.deploy.plan import current_namespace
+
+    pod_namespace = current_namespace()
+    checks = checks_for(params, local=pod_namespace is None)
+    if pod_namespace is not None:
+        from kubernetes import config
+
+        config.load_incluster_config()
+        checks |= cluster_checks(params, namespace=params.namespace or pod_namespace)
+    results = preflight(checks)
+    return "\n".join(f"{r.name}: {r.detail}" for r in results)

@@ -264,3 +264,8 @@ def test_metric_missing_from_results_fails_the_gate_naming_it(
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert f"stop promotion failed: gate demo failed: {DEMO_TASK}/exact_match min: missing" in out
     assert "metric not in results" in out  # the gate table says which metrics there are
+    # without --registry-url a local run keeps its versions in an embedded MLflow registry
+    db = tmp_path / "registry" / "mlflow.db"
+    assert db.is_file()
+    assert f"is rejected in mlflow+sqlite:///{db}" in out
+    assert f"browse it: mlflow ui --backend-store-uri sqlite:///{db}" in out

@@ -251,3 +251,63 @@ def test_a_worse_release_fails_against_production_which_stays(passing_run, faili
     assert registry.plain_properties(kept)["modelgate.stage"] == "production"
     challenger = json.loads(task_output(root, "register-candidate")["parameterValues"]["record"])
     assert challenger["model_name"] == REGISTERED_NAME
+
+
+@pytest.fixture(scope="module")
+def redeploy_run(
+    passing_run, failing_run, addition_task_dir, registry, s3_server, tmp_path_factory
+):
+    """The redeploy pipeline on the registry's newest version that is not rejected: the
+    passing run's (the failing run's was rejected). Its model is in S3."""
+    root = tmp_path_factory.mktemp("redeploy")
+    gate = {
+        "name": "redeploy",
+        "thresholds": [{"task": DEMO_TASK, "metric": "acc", "min": 0.3, "min_vs_production": 0.95}],
+    }
+    proc = run_cli(
+        "run",
+        "--local",
+        "--pipeline",
+        "redeploy",
+        "--registered-model-name",
+        REGISTERED_NAME,
+        "--registry-url",
+        registry.url,
+        "--eval-tasks",
+        DEMO_TASK,
+        "--eval-task-dir",
+        str(addition_task_dir),
+        "--eval-batch-size",
+        "16",
+        "--thresholds",
+        json.dumps(gate),
+        "--deploy-name",
+        "tiny-llama",
+        "--max-model-len",
+        str(DEMO_MAX_MODEL_LEN),
+        "--vllm-python",
+        vllm_python(),
+        "--pipeline-root",
+        str(root),
+        env=s3_server.env,
+    )
+    return proc, root
+
+
+def test_redeploy_reevaluates_gates_against_production_and_serves(
+    passing_run, redeploy_run, registry
+):
+    _, pass_root = passing_run
+    proc, root = redeploy_run
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    champion = json.loads(task_output(pass_root, "register-candidate")["parameterValues"]["record"])
+    resolved = json.loads(task_output(root, "resolve-version")["parameterValues"]["record"])
+    assert resolved["version_name"] == champion["version_name"]  # the rejected one is skipped
+    flat = " ".join(out.split())
+    for step in ("preflight", "resolve version", "evaluate candidate", "quality gate", "deploy"):
+        assert f"│ {step} " in out, step
+    assert "vs production" in flat and "Gate redeploy: PASSED" in flat
+    assert "vLLM completion for '2+3=':" in flat and "release succeeded" in flat
+    kept = registry.find_model_version(REGISTERED_NAME, champion["version_name"])
+    assert registry.plain_properties(kept)["modelgate.stage"] == "production"
