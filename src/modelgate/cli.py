@@ -489,14 +489,16 @@ def preflight_command(
         False
     ),
     params: ParamsFile = None,
+    pipeline: Pipeline = "release",
 ) -> None:
-    """Check a release before running it: the same checks `run` and `submit` start with.
+    """Check a run before starting it: the same checks `run` and `submit` start with.
 
     Exits 0 when every check passes, 2 otherwise (each failure with its fix).
     """
     configure_logging("WARNING")
-    release = resolve_release(overrides, params_file=params, local=local)
-    if local and not release.model_store:
+    _package(pipeline)  # a pipeline modelgate ships
+    release = resolve_release(overrides, params_file=params, local=local, pipeline=pipeline)
+    if local and not getattr(release, "model_store", "x"):
         release = release.model_copy(
             update={"model_store": (Path("local_outputs") / "model-store").absolute().as_uri()}
         )

@@ -13,6 +13,7 @@ direction (``higher_is_better``), which the gates use.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from modelgate.errors import ConfigError, EvaluationError
-from modelgate.storage import fetch, scheme_of, work_dir
+from modelgate.storage import fetch, fetched, scheme_of, work_dir
 
 logger = logging.getLogger(__name__)
 
@@ -474,9 +475,50 @@ def evaluate_model(
     if hf_endpoint:
         os.environ["HF_ENDPOINT"] = hf_endpoint
     work_dir()  # puts the Hub caches on the pipeline's work volume when one is mounted
+    with contextlib.ExitStack() as stack:
+        if backend != "local-completions" and scheme_of(model) in ("s3", "file"):
+            model = str(stack.enter_context(fetched(model)))  # a downloaded copy goes afterwards
+        return _evaluate(
+            model,
+            backend=backend,
+            tasks=tasks,
+            task_dir=task_dir,
+            limit=limit,
+            num_fewshot=num_fewshot,
+            batch_size=batch_size,
+            device=device,
+            base_url=base_url,
+            tokenizer=tokenizer,
+            dtype=dtype,
+            max_length=max_length,
+            tensor_parallel_size=tensor_parallel_size,
+            offline=offline,
+            model_args=model_args,
+            seed=seed,
+        )
+
+
+def _evaluate(
+    model: str,
+    *,
+    backend: str,
+    tasks: list[str],
+    task_dir: str | None,
+    limit: int | float | None,
+    num_fewshot: int | None,
+    batch_size: int | str,
+    device: str | None,
+    base_url: str | None,
+    tokenizer: str | None,
+    dtype: str | None,
+    max_length: int | None,
+    tensor_parallel_size: int,
+    offline: bool,
+    model_args: dict[str, Any] | None,
+    seed: int,
+) -> EvalResult:
+    """:func:`evaluate_model` on a local model folder (or a served model)."""
     if backend != "local-completions":
-        if scheme_of(model) in ("s3", "file"):
-            model = str(fetch(model))
         if not Path(model).is_dir():
             raise ConfigError(
                 f"model directory {model!r} does not exist here; pass a stored model URI "

@@ -24,7 +24,7 @@ from typing import Any, Literal, get_args
 from modelgate.download import MANIFEST_NAME
 from modelgate.errors import ConfigError, QuantizationError
 from modelgate.naming import quantized_key, recipe_fingerprint
-from modelgate.storage import fetch, fetch_file, open_store, read_file, scheme_of
+from modelgate.storage import fetch_file, fetched, open_store, read_file, scheme_of
 
 logger = logging.getLogger(__name__)
 
@@ -301,8 +301,10 @@ def quantize_to_store(
         record = json.loads(read_file(uri, RECORD_NAME))
         logger.info("%s of %s is already stored at %s", scheme, model_uri, uri)
         return StoredCandidate(uri=uri, scheme=scheme, recipe=record.get("recipe", ""), reused=True)
-    source = fetch(model_uri)
-    with model_store.writer(key, source=f"{model_uri} {scheme}") as out:
+    with (
+        fetched(model_uri) as source,
+        model_store.writer(key, source=f"{model_uri} {scheme}") as out,
+    ):
         result = quantize_model(
             source,
             output_dir=out,

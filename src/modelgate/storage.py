@@ -424,6 +424,18 @@ def fetch(uri: str, *, dest: Path | None = None) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def fetched(uri: str) -> Iterator[Path]:
+    """:func:`fetch` for the duration of a block: a downloaded copy is removed afterwards (a
+    ``file://`` folder is used in place and kept), so local runs do not fill the temp folder."""
+    folder = fetch(uri)
+    try:
+        yield folder
+    finally:
+        if scheme_of(uri) != "file":
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 def read_file(uri: str, name: str) -> str:
     """The text of one small file of the stored folder ``uri`` (e.g. its manifest).
 
