@@ -90,11 +90,6 @@ def _s3_parts(uri: str) -> tuple[str, str]:
     return parts.netloc, parts.path.strip("/")
 
 
-def join(uri: str, key: str) -> str:
-    """``uri`` with ``key`` appended as a path."""
-    return f"{uri.rstrip('/')}/{key.strip('/')}"
-
-
 @dataclass(frozen=True)
 class StoredFile:
     """One file of a stored folder."""

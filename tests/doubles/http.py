@@ -64,3 +64,12 @@ def serve(double: Double, *, name: str, poll_interval: float = 0.5) -> tuple[Any
     )
     thread.start()
     return server, thread
+
+
+def stop_serving(server: Any | None, thread: Any | None) -> None:
+    """Stop what :func:`serve` started and free the port (either may be None)."""
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if thread is not None:
+        thread.join(timeout=5)

@@ -62,7 +62,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 import yaml
 
-from tests.doubles.http import serve
+from tests.doubles.http import serve, stop_serving
 
 JSON = dict[str, Any]
 PREFIX = "/apis/v2beta1"
@@ -503,11 +503,7 @@ class FakeKFP:
 
     def stop(self) -> None:
         """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
 
     # --- failure injection and scripting ------------------------------------------------------
     def fail(

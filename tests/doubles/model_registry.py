@@ -55,7 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.doubles.http import serve
+from tests.doubles.http import serve, stop_serving
 
 JSON = dict[str, Any]
 
@@ -286,11 +286,7 @@ class FakeModelRegistry:
 
     def stop(self) -> None:
         """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
 
     # --- failure injection -------------------------------------------------------------------
     def fail(
