@@ -373,18 +373,6 @@ def test_strict_schema_rules():
     assert list(v.iter_errors({"spec": {"items": [{"y": "1"}]}}))
 
 
-def test_schemas_dir_env_override(monkeypatch, tmp_path):
-    real = crd.schemas_dir()
-    monkeypatch.setenv(crd.SCHEMAS_DIR_ENV, str(real))
-    assert crd.schemas_dir() == real
-    monkeypatch.setenv(crd.SCHEMAS_DIR_ENV, str(tmp_path / "missing"))
-    with pytest.raises(ConfigError, match="MODELGATE_SCHEMAS_DIR"):
-        crd.validate_inference_service(kserve.build_inference_service(SPECS["gpu"]))
-    monkeypatch.setenv(crd.SCHEMAS_DIR_ENV, str(tmp_path))
-    with pytest.raises(ConfigError, match="not found"):
-        crd.load_crd_schema(crd.ISVC_CRD_FILE, "v1beta1")
-
-
 def test_load_crd_schema_unknown_version():
     with pytest.raises(ConfigError, match="no version 'v1'"):
         crd.load_crd_schema(crd.ISVC_CRD_FILE, "v1")
@@ -392,7 +380,7 @@ def test_load_crd_schema_unknown_version():
 
 def test_load_crd_schema_is_cached():
     a = crd.load_crd_schema(crd.ISVC_CRD_FILE, "v1beta1")
-    b = crd.load_crd_schema("serving.kserve.io_inferenceservices.yaml", "v1beta1")
+    b = crd.load_crd_schema("InferenceService", "v1beta1")  # by kind: the same packaged schema
     assert a is b
 
 

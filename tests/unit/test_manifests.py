@@ -19,6 +19,7 @@ from modelgate.deploy.crd import (
     ISVC_CRD_FILE,
     SERVING_RUNTIME_CRD_FILE,
     crd_validation_errors,
+    validate_object,
 )
 from modelgate.deploy.kserve import (
     RBAC_HINT,
@@ -303,6 +304,7 @@ def test_kserve_resources_match_strict_crds(base, kind):
     for doc in docs:
         assert doc["apiVersion"] == f"serving.kserve.io/{version}"
         assert crd_validation_errors(doc, crd_file, version) == [], doc["metadata"]["name"]
+        validate_object(doc)  # the packaged schema its apiVersion and kind pick
 
 
 @pytest.mark.parametrize(

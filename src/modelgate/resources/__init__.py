@@ -1,0 +1,1 @@
+"""Package data read at run time through importlib.resources."""
