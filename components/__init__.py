@@ -1,12 +1,12 @@
 """KFP components of modelgate: thin typed wrappers around the ``modelgate`` library."""
 
-from components.deploy.component import deploy_model, smoke_test
-from components.download.component import download_model
-from components.evaluate.component import evaluate_model
-from components.gate.component import check_gate, stop_promotion
-from components.preflight.component import preflight_redeploy, preflight_release
-from components.quantize.component import quantize_model
-from components.register.component import (
+from modelgate.components.deploy.component import deploy_model, smoke_test
+from modelgate.components.download.component import download_model
+from modelgate.components.evaluate.component import evaluate_model
+from modelgate.components.gate.component import check_gate, stop_promotion
+from modelgate.components.preflight.component import preflight_redeploy, preflight_release
+from modelgate.components.quantize.component import quantize_model
+from modelgate.components.register.component import (
     lookup_production,
     promote_candidate,
     record_evaluation,

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from pipelines import PIPELINE_MODULES, PIPELINES_DIR
+from modelgate.pipelines import PIPELINE_MODULES, PIPELINES_DIR
 
 #: Fields that change with the SDK release, not with the pipeline.
 VOLATILE_KEYS = ("sdkVersion",)
@@ -34,14 +33,35 @@ def normalize(text: str) -> dict[str, Any]:
 
 def compile_module(name: str, package_path: Path) -> Path:
     """Compile pipeline module ``pipelines.<name>`` to ``package_path``."""
-    module = importlib.import_module(f"pipelines.{name}")
+    module = importlib.import_module(f"modelgate.pipelines.{name}")
     module.compile_pipeline(str(package_path))
     return package_path
 
 
-def compile_all() -> list[Path]:
-    """Write ``pipelines/<name>.yaml`` for every pipeline module."""
-    return [compile_module(name, PIPELINES_DIR / f"{name}.yaml") for name in PIPELINE_MODULES]
+def compile_all(
+    output_dir: Path | None = None,
+    *,
+    image_registry: str | None = None,
+    image_tag: str | None = None,
+) -> list[Path]:
+    """Write ``<name>.yaml`` for every pipeline module.
+
+    Args:
+        output_dir: Where to write; default beside the pipeline modules (the committed YAML).
+        image_registry: Point the steps at images pushed to this registry instead.
+        image_tag: ... with this tag (default: the package version).
+    """
+    from modelgate.images import retag
+
+    folder = output_dir or PIPELINES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in PIPELINE_MODULES:
+        path = compile_module(name, folder / f"{name}.yaml")
+        if image_registry or image_tag:
+            path.write_text(retag(path.read_text(), registry=image_registry, tag=image_tag))
+        written.append(path)
+    return written
 
 
 def drift() -> dict[str, str]:

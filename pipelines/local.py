@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-from pipelines import PIPELINES_DIR
+from modelgate.pipelines import PIPELINES_DIR
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"^Executing task '?([\w.-]+)'?")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from kfp import dsl, kubernetes
 
+from modelgate.constants import HF_TOKEN_ENV
 from modelgate.placement import HEAVY_STEPS, WORK_DIR, Placement, Step
 
 #: Keys of the model store secret mapped to the environment of the steps that read or write it.
@@ -75,7 +76,7 @@ def use_store_secret(task: dsl.PipelineTask, secret: dsl.PipelineParameterChanne
 def use_hf_token(task: dsl.PipelineTask, secret: dsl.PipelineParameterChannel) -> None:
     """Mount key ``token`` of the Hub token secret as ``HF_TOKEN`` (optional)."""
     kubernetes.use_secret_as_env(
-        task, secret_name=secret, secret_key_to_env={"token": "HF_TOKEN"}, optional=True
+        task, secret_name=secret, secret_key_to_env={"token": HF_TOKEN_ENV}, optional=True
     )
 
 

@@ -6,13 +6,13 @@ Composed from the release pipeline's components (:mod:`pipelines.stages`); compi
 """
 
 from kfp import compiler, dsl
+from modelgate.components import preflight_redeploy, resolve_version
+from modelgate.pipelines import PIPELINES_DIR
+from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+from modelgate.pipelines.stages import evaluate, gate_and_promote, production_lookup
 
-from components import preflight_redeploy, resolve_version
 from modelgate.params import RedeployParams, param_default
 from modelgate.placement import Placement
-from pipelines import PIPELINES_DIR
-from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
-from pipelines.stages import evaluate, gate_and_promote, production_lookup
 
 
 def D(name: str):  # noqa: N802 - reads like the release pipeline's D

@@ -9,13 +9,18 @@ store only carries manifests, metrics and reports.
 """
 
 from kfp import compiler, dsl
+from modelgate.components import (
+    download_model,
+    preflight_release,
+    quantize_model,
+    register_candidate,
+)
+from modelgate.pipelines import PIPELINES_DIR
+from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+from modelgate.pipelines.stages import evaluate, gate_and_promote, gpu, production_lookup
 
-from components import download_model, preflight_release, quantize_model, register_candidate
 from modelgate.params import param_default
 from modelgate.placement import Placement
-from pipelines import PIPELINES_DIR
-from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
-from pipelines.stages import evaluate, gate_and_promote, gpu, production_lookup
 
 D = param_default  # every default comes from modelgate.params.ReleaseParams
 

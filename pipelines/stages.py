@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from kfp import dsl
-
-from components import (
+from modelgate.components import (
     check_gate,
     deploy_model,
     evaluate_model,
@@ -21,8 +20,9 @@ from components import (
     smoke_test,
     stop_promotion,
 )
+from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+
 from modelgate.placement import Placement
-from pipelines.platform import no_cache, place, use_hf_token, use_store_secret
 
 Params = dict[str, Any]
 

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +92,51 @@ def demo_environment(
             task_dir=task_dir,
             model_dir=info.path,
         )
+
+
+def write_calibration(path: Path) -> Path:
+    """Calibration samples in the tiny model's domain (for W8A8/W4A16)."""
+    lines = [json.dumps({"text": f"{a}+{b}={a + b}."}) for a in range(10) for b in range(10)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def demo_release(
+    stack: contextlib.ExitStack,
+    *,
+    cache_dir: Path,
+    train_seconds: float = 60.0,
+    quant_scheme: str = "FP8_DYNAMIC",
+    min_acc: float = DEMO_MIN_ACC,
+    vllm_python: str = "",
+) -> tuple[DemoEnvironment, Any]:
+    """Enter the demo environment on ``stack`` and return it with the release parameters of
+    the demo run (the local mirror, the addition task, the demo gate, a local vLLM)."""
+    from modelgate.constants import REGISTRY_URL_ENV, SMOKE_PROMPT
+    from modelgate.params import ReleaseParams
+
+    env = stack.enter_context(demo_environment(cache_dir, train_seconds=train_seconds))
+    calibration = ""
+    if quant_scheme in {"W8A8", "W4A16"}:
+        calibration = str(write_calibration(env.task_dir / "calibration.jsonl"))
+    release = ReleaseParams(
+        model_id=env.repo_id,
+        revision="main",
+        quant_scheme=quant_scheme,
+        calibration_data=calibration,
+        eval_tasks=DEMO_TASK,
+        eval_task_dir=str(env.task_dir),
+        eval_backend="hf",
+        eval_device="cpu",
+        eval_batch_size=16,
+        eval_offline=True,
+        thresholds=demo_thresholds(min_acc=min_acc),
+        registry_url=os.environ.get(REGISTRY_URL_ENV, ""),
+        deploy_target="local",
+        deploy_name="tiny-llama",
+        max_model_len=DEMO_MAX_MODEL_LEN,
+        hf_endpoint=env.endpoint,
+        vllm_python=vllm_python,
+        smoke_prompt=SMOKE_PROMPT,
+    )
+    return env, release

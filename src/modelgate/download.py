@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from modelgate.constants import HF_ENDPOINT_ENV, HF_TOKEN_ENV
 from modelgate.errors import ConfigError, DownloadError, UnsafeWeightsError
 from modelgate.naming import base_key, recipe_fingerprint
 from modelgate.storage import open_store, read_file
@@ -268,8 +269,8 @@ def resolve_snapshot(
 
     if not repo_id.strip():
         raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-    token = token or os.environ.get("HF_TOKEN") or None
+    endpoint = (endpoint or os.environ.get(HF_ENDPOINT_ENV) or "https://huggingface.co").rstrip("/")
+    token = token or os.environ.get(HF_TOKEN_ENV) or None
     api = HfApi(endpoint=endpoint, token=token)
     try:
         info = api.model_info(repo_id, revision=revision)
@@ -350,7 +351,7 @@ def download_snapshot(
             allow_patterns=snapshot.allow_patterns,
             ignore_patterns=snapshot.ignore_patterns,
             endpoint=snapshot.endpoint,
-            token=token or os.environ.get("HF_TOKEN") or None,
+            token=token or os.environ.get(HF_TOKEN_ENV) or None,
         )
     except (HfHubHTTPError, OSError) as e:
         raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e

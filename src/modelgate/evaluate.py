@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from modelgate.constants import HF_ENDPOINT_ENV
 from modelgate.errors import ConfigError, EvaluationError
 from modelgate.storage import fetch, fetched, scheme_of, work_dir
 
@@ -473,7 +474,7 @@ def evaluate_model(
     if offline:
         os.environ.update(OFFLINE_ENV)
     if hf_endpoint:
-        os.environ["HF_ENDPOINT"] = hf_endpoint
+        os.environ[HF_ENDPOINT_ENV] = hf_endpoint
     work_dir()  # puts the Hub caches on the pipeline's work volume when one is mounted
     with contextlib.ExitStack() as stack:
         if backend != "local-completions" and scheme_of(model) in ("s3", "file"):

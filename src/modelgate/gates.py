@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelgate.errors import ConfigError
 from modelgate.evaluate import EvalResult, MetricValue
-from modelgate.placement import validated
+from modelgate.validation import validated
 
 logger = logging.getLogger(__name__)
 

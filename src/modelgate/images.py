@@ -7,9 +7,9 @@ compressed-tensors releases and cannot share one environment.
 Registry and tag default to ``ghcr.io/modelgate`` and the package version. Set
 ``MODELGATE_IMAGE_REGISTRY`` and ``MODELGATE_IMAGE_TAG`` to compile pipelines against images
 pushed elsewhere. They are read once, when this module is imported, and the components bake
-``BASE_IMAGE``/``EVAL_IMAGE`` into their ``@dsl.component`` decorators at their own import:
-``modelgate compile`` (or any script) must set them before importing the components or
-pipelines, e.g. ``MODELGATE_IMAGE_TAG=1.2.3 modelgate compile``.
+``BASE_IMAGE``/``EVAL_IMAGE`` into their ``@dsl.component`` decorators at their own import.
+To compile against your own registry without touching the committed YAML, use
+``modelgate compile --image-registry R --image-tag T --output DIR`` (:func:`retag`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,21 @@ VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
 #: ``ghcr.io/kubeflow/model-registry/`` to ``ghcr.io/kubeflow/hub/`` in v0.3.9.
 REGISTRY_STORAGE_INITIALIZER_IMAGE = "ghcr.io/kubeflow/hub/storage-initializer:v0.3.18"
 
+
+def image_names(*, registry: str | None = None, tag: str | None = None) -> dict[str, str]:
+    """The modelgate images under another registry and tag, keyed by the compiled-in name."""
+    reg = (registry or REGISTRY).rstrip("/")
+    version = tag or TAG
+    return {EVAL_IMAGE: f"{reg}/modelgate-eval:{version}", BASE_IMAGE: f"{reg}/modelgate:{version}"}
+
+
+def retag(text: str, *, registry: str | None = None, tag: str | None = None) -> str:
+    """Compiled pipeline YAML pointed at images pushed to ``registry`` with ``tag``."""
+    for old, new in image_names(registry=registry, tag=tag).items():
+        text = text.replace(f"image: {old}\n", f"image: {new}\n")
+    return text
+
+
 __all__ = [
     "BASE_IMAGE",
     "EVAL_IMAGE",
@@ -51,4 +66,6 @@ __all__ = [
     "TAG",
     "TAG_ENV",
     "VLLM_IMAGE",
+    "image_names",
+    "retag",
 ]

@@ -18,10 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelgate.constants import (
+    HF_TOKEN_SECRET,
+    MODEL_STORE_SECRET,
+    PREDICTOR_SERVICE_ACCOUNT,
+    RUNTIME_NAME,
+    SMOKE_PROMPT,
+)
 from modelgate.errors import ConfigError
 from modelgate.placement import Placement, Toleration
+from modelgate.validation import validated
 
 DEFAULT_THRESHOLDS = (
     '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}'
@@ -34,41 +42,152 @@ DEFAULT_REDEPLOY_THRESHOLDS = (
 _PLACEMENT = Placement()
 
 
+#: The option panels of the CLI, in the order ``--help`` shows them.
+GROUPS: tuple[str, ...] = (
+    "model",
+    "quantize",
+    "evaluate",
+    "gate",
+    "registry",
+    "serving",
+    "cluster",
+)
+
+#: Choices of parameters that take one of a fixed set, with the word used in error messages.
+#: The sets are the library's own (one declaration each); ``""`` means "let the tool choose".
+CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "quant_scheme": ("quant scheme", ("none", "FP8_DYNAMIC", "W8A8", "W4A16")),
+    "eval_backend": ("eval backend", ("vllm", "hf")),
+    "eval_device": ("eval device", ("", "cpu", "cuda")),
+    "deploy_target": ("deploy target", ("kserve", "local")),
+    "deployment_mode": ("deployment mode", ("Standard", "RawDeployment", "Knative")),
+}
+
+
+def _p(default: Any = None, *, group: str, help: str, factory: Any = None, **kw: Any) -> Any:
+    """A parameter: its default, its CLI panel and its one-line help (``--help``, docs)."""
+    extra = {"group": group}
+    if factory is not None:
+        return Field(default_factory=factory, description=help, json_schema_extra=extra, **kw)
+    return Field(default=default, description=help, json_schema_extra=extra, **kw)
+
+
 class _RunParams(BaseModel):
     """What the release and redeploy pipelines share: evaluation, gate, registry, serving."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
-    eval_tasks: str = "arc_easy"
-    eval_task_dir: str = ""
-    eval_backend: str = "vllm"
-    eval_limit: int = Field(default=0, ge=0)
-    eval_num_fewshot: int = Field(default=-1, ge=-1)
-    eval_batch_size: int = Field(default=8, ge=1)
-    eval_device: str = ""
-    eval_max_length: int = Field(default=0, ge=0)
-    eval_offline: bool = False
-    thresholds: str = DEFAULT_THRESHOLDS
-    registry_url: str = ""
-    registered_model_name: str = ""
-    deploy_target: str = "kserve"
-    deploy_name: str = "modelgate-candidate"
-    namespace: str = ""
-    storage_uri: str = ""
-    prefer_registry_uri: bool = False
-    serving_runtime: str = "vllm-runtime"
-    serving_service_account: str = "modelgate-model-reader"
-    deployment_mode: str = "Standard"
-    max_model_len: int = Field(default=0, ge=0)
-    accelerator_type: str = _PLACEMENT.accelerator_type
-    accelerator_count: str = str(_PLACEMENT.accelerator_count)
-    tolerations: list[dict[str, Any]] = Field(default_factory=_PLACEMENT.toleration_dicts)
-    node_selector: dict[str, str] = Field(default_factory=lambda: dict(_PLACEMENT.node_selector))
-    hf_token_secret: str = "hf-token"
-    model_store_secret: str = "modelgate-model-store"
-    hf_endpoint: str = ""
-    vllm_python: str = ""
-    smoke_prompt: str = "2+3="
+    eval_tasks: str = _p("arc_easy", group="evaluate", help="Comma-separated lm-eval tasks.")
+    eval_task_dir: str = _p(
+        "", group="evaluate", help="Folder (or stored folder URI) of local lm-eval task YAMLs."
+    )
+    eval_backend: str = _p("vllm", group="evaluate", help="lm-eval backend: vllm (GPU) or hf.")
+    eval_limit: int = _p(0, ge=0, group="evaluate", help="Examples per task; 0 = all.")
+    eval_num_fewshot: int = _p(
+        -1, ge=-1, group="evaluate", help="Few-shot examples; -1 = task default."
+    )
+    eval_batch_size: int = _p(8, ge=1, group="evaluate", help="lm-eval batch size.")
+    eval_device: str = _p("", group="evaluate", help="cpu or cuda; empty lets lm-eval choose.")
+    eval_max_length: int = _p(
+        0, ge=0, group="evaluate", help="Context length cap for evaluation; 0 = model default."
+    )
+    eval_offline: bool = _p(
+        False, group="evaluate", help="Never contact the Hub for datasets (local or cached only)."
+    )
+    thresholds: str = _p(
+        DEFAULT_THRESHOLDS,
+        group="gate",
+        help="Gate config: JSON/YAML text or a .json/.yaml file (docs/gates.md).",
+    )
+    registry_url: str = _p(
+        "",
+        group="registry",
+        help="Model registry URL: Kubeflow Model Registry http(s)://, or mlflow+… "
+        "(default $MODEL_REGISTRY_URL; local runs: an embedded MLflow registry).",
+    )
+    registered_model_name: str = _p(
+        "", group="registry", help="Registered model name without '/' (default: from the Hub id)."
+    )
+    deploy_target: str = _p("kserve", group="serving", help="kserve or local.")
+    deploy_name: str = _p(
+        "modelgate-candidate", group="serving", help="InferenceService / served model name."
+    )
+    namespace: str = _p(
+        "", group="serving", help="Namespace of the InferenceService (default: the run's)."
+    )
+    storage_uri: str = _p(
+        "", group="serving", help="storageUri override for KServe (s3://, pvc://, oci://, hf://)."
+    )
+    prefer_registry_uri: bool = _p(
+        False,
+        group="serving",
+        help="Serve model-registry://<model>/<version> instead of the stored URI.",
+    )
+    serving_runtime: str = _p(RUNTIME_NAME, group="serving", help="KServe ServingRuntime name.")
+    serving_service_account: str = _p(
+        PREDICTOR_SERVICE_ACCOUNT,
+        group="cluster",
+        help="Predictor service account holding the store's secret.",
+    )
+    deployment_mode: str = _p(
+        "Standard",
+        group="serving",
+        help="Standard (KServe >= 0.16), RawDeployment (older) or Knative.",
+    )
+    max_model_len: int = _p(
+        0, ge=0, group="serving", help="vLLM --max-model-len; 0 = model default."
+    )
+    accelerator_type: str = _p(
+        _PLACEMENT.accelerator_type, group="cluster", help="GPU resource name."
+    )
+    accelerator_count: str = _p(
+        str(_PLACEMENT.accelerator_count),
+        group="cluster",
+        help="GPUs per GPU step and serving replica (a string, '0' for CPU).",
+    )
+    tolerations: list[dict[str, Any]] = _p(
+        factory=_PLACEMENT.toleration_dicts,
+        group="cluster",
+        help="Tolerations of GPU steps and the predictor: a JSON/YAML list.",
+    )
+    node_selector: dict[str, str] = _p(
+        factory=lambda: dict(_PLACEMENT.node_selector),
+        group="cluster",
+        help="Node labels of GPU steps and the predictor: a JSON/YAML mapping.",
+    )
+    hf_token_secret: str = _p(
+        HF_TOKEN_SECRET,
+        group="cluster",
+        help="Secret with key 'token' mounted as HF_TOKEN in the cluster.",
+    )
+    model_store_secret: str = _p(
+        MODEL_STORE_SECRET,
+        group="cluster",
+        help="Secret with the model store's AWS_* keys in the cluster.",
+    )
+    hf_endpoint: str = _p(
+        "", group="model", help="Hub mirror URL (default $HF_ENDPOINT or the public Hub)."
+    )
+    vllm_python: str = _p(
+        "",
+        group="serving",
+        help="For local deploys and evaluation: the python of an environment with vLLM.",
+    )
+    smoke_prompt: str = _p(
+        SMOKE_PROMPT, group="serving", help="Prompt of the post-deploy smoke test."
+    )
+
+    @field_validator(*CHOICES, mode="after", check_fields=False)
+    @classmethod
+    def _choice(cls, value: str, info: Any) -> str:
+        what, choices = CHOICES[info.field_name]
+        if value in choices:
+            return value
+        close = difflib.get_close_matches(value, choices, n=1) or [
+            c for c in choices if c and c.lower() == value.lower()
+        ]
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {what} {value!r}.{hint} Choose one of {list(choices)}")
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -95,22 +214,49 @@ class _RunParams(BaseModel):
 class ReleaseParams(_RunParams):
     """Run parameters of the release pipeline (see its docstring for each one's meaning)."""
 
-    model_id: str = ""
-    model_store: str = ""
-    revision: str = "main"
-    allow_pickle: bool = False
-    allow_remote_code: bool = False
-    quant_scheme: str = "FP8_DYNAMIC"
-    calibration_data: str = ""
+    model_id: str = _p("", group="model", help="Hub repository id, e.g. org/model.")
+    model_store: str = _p(
+        "",
+        group="model",
+        help="Where models are written: s3://bucket/prefix (keys and endpoint from "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) or file:///path.",
+    )
+    revision: str = _p(
+        "main", group="model", help="Branch, tag or commit; recorded as the resolved commit sha."
+    )
+    allow_pickle: bool = _p(
+        False, group="model", help="Accept repositories whose weights are only pickle files."
+    )
+    allow_remote_code: bool = _p(
+        False,
+        group="model",
+        help="Accept repositories whose config declares custom code (never run).",
+    )
+    quant_scheme: str = _p(
+        "FP8_DYNAMIC", group="quantize", help="none, FP8_DYNAMIC, W8A8 or W4A16."
+    )
+    calibration_data: str = _p(
+        "", group="quantize", help="JSONL file, stored URI or dataset id (W8A8/W4A16)."
+    )
 
 
 class RedeployParams(_RunParams):
     """Run parameters of the redeploy pipeline: re-evaluate a registered version, gate it
     against absolute bounds and the version in production, and serve it if it passes."""
 
-    registered_model_name: str = ""
-    model_version: str = ""
-    thresholds: str = DEFAULT_REDEPLOY_THRESHOLDS
+    registered_model_name: str = _p(
+        "", group="registry", help="Registered model name to redeploy (required)."
+    )
+    model_version: str = _p(
+        "",
+        group="registry",
+        help="Registered version to redeploy (empty: the newest not rejected).",
+    )
+    thresholds: str = _p(
+        DEFAULT_REDEPLOY_THRESHOLDS,
+        group="gate",
+        help="Gate config: JSON/YAML text or a .json/.yaml file (docs/gates.md).",
+    )
 
 
 PIPELINE_PARAMS: dict[str, type[_RunParams]] = {
@@ -125,48 +271,23 @@ ALL_PARAM_NAMES: tuple[str, ...] = tuple(
     dict.fromkeys(n for model in PIPELINE_PARAMS.values() for n in model.model_fields)
 )
 
-#: One line per parameter, for ``--help`` (the pipeline's docstring says the same at length).
-PARAM_HELP: dict[str, str] = {
-    "model_id": "Hub repository id, e.g. org/model.",
-    "model_store": "Where models are written: s3://bucket/prefix (keys and endpoint from "
-    "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL) or file:///path.",
-    "revision": "Branch, tag or commit; recorded as the resolved commit sha.",
-    "allow_pickle": "Accept repositories whose weights are only pickle files.",
-    "allow_remote_code": "Accept repositories whose config declares custom code (never run).",
-    "quant_scheme": "none, FP8_DYNAMIC, W8A8 or W4A16.",
-    "calibration_data": "JSONL file, stored URI or dataset id (W8A8/W4A16).",
-    "eval_tasks": "Comma-separated lm-eval tasks.",
-    "eval_task_dir": "Folder (or stored folder URI) of local lm-eval task YAMLs.",
-    "eval_backend": "lm-eval backend: vllm (GPU) or hf.",
-    "eval_limit": "Examples per task; 0 = all.",
-    "eval_num_fewshot": "Few-shot examples; -1 = task default.",
-    "eval_batch_size": "lm-eval batch size.",
-    "eval_device": "cpu or cuda; empty lets lm-eval choose.",
-    "eval_max_length": "Context length cap for evaluation; 0 = model default.",
-    "eval_offline": "Never contact the Hub for datasets (local or cached only).",
-    "thresholds": "Gate config: JSON/YAML text or a .json/.yaml file.",
-    "registry_url": "Kubeflow Model Registry URL (default $MODEL_REGISTRY_URL).",
-    "registered_model_name": "Registered model name without '/' (default: from the Hub id).",
-    "deploy_target": "kserve or local.",
-    "deploy_name": "InferenceService / served model name.",
-    "namespace": "Namespace of the InferenceService (default: the run's).",
-    "storage_uri": "storageUri override for KServe (s3://, pvc://, oci://, hf://).",
-    "prefer_registry_uri": "Serve model-registry://<model>/<version> instead of the stored URI.",
-    "serving_runtime": "KServe ServingRuntime name.",
-    "serving_service_account": "Predictor service account holding the store's secret.",
-    "deployment_mode": "Standard (KServe >= 0.16), RawDeployment (older) or Knative.",
-    "max_model_len": "vLLM --max-model-len; 0 = model default.",
-    "accelerator_type": "GPU resource name, e.g. nvidia.com/gpu.",
-    "accelerator_count": "GPUs per GPU step and serving replica (a string, '0' for CPU).",
-    "tolerations": "Tolerations of GPU steps and the predictor: a JSON/YAML list.",
-    "node_selector": "Node labels of GPU steps and the predictor: a JSON/YAML mapping.",
-    "hf_token_secret": "Secret with key 'token' mounted as HF_TOKEN in the cluster.",
-    "model_store_secret": "Secret with the model store's AWS_* keys in the cluster.",
-    "hf_endpoint": "Hub mirror URL (default $HF_ENDPOINT or the public hub).",
-    "vllm_python": "For local deploys: the python of an environment with vLLM.",
-    "smoke_prompt": "Prompt of the post-deploy smoke test.",
-    "model_version": "Registered version to redeploy (empty: the newest not rejected).",
+
+def _field(name: str) -> Any:
+    return next(m.model_fields[name] for m in PIPELINE_PARAMS.values() if name in m.model_fields)
+
+
+#: One line per parameter, for ``--help`` and docs/parameters.md (the field descriptions).
+PARAM_HELP: dict[str, str] = {n: str(_field(n).description) for n in ALL_PARAM_NAMES}
+#: The CLI panel of each parameter (one of :data:`GROUPS`).
+PARAM_GROUPS: dict[str, str] = {
+    n: _field(n).json_schema_extra["group"]  # type: ignore[index]
+    for n in ALL_PARAM_NAMES
 }
+
+
+def pipelines_of(name: str) -> tuple[str, ...]:
+    """The pipelines that take parameter ``name``."""
+    return tuple(p for p, m in PIPELINE_PARAMS.items() if name in m.model_fields)
 
 
 def param_default(name: str, model: type[_RunParams] = ReleaseParams) -> Any:
@@ -175,17 +296,14 @@ def param_default(name: str, model: type[_RunParams] = ReleaseParams) -> Any:
     return field.get_default(call_default_factory=True)
 
 
-def _describe_errors(e: ValidationError, *, source: str, names: tuple[str, ...]) -> str:
-    problems = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        if err["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(err["loc"][0]), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            problems.append(f"unknown key {key!r}{hint}")
-        else:
-            problems.append(f"{key}: {err['msg']}")
-    return f"{source}: " + "; ".join(problems)
+def _elsewhere(model: type[_RunParams]) -> dict[str, str]:
+    """Keys of the other pipelines, named as such in errors instead of a near miss."""
+    own = next(p for p, m in PIPELINE_PARAMS.items() if m is model)
+    return {
+        n: f"is a parameter of the {'/'.join(pipelines_of(n))} pipeline, not of {own}"
+        for n in ALL_PARAM_NAMES
+        if n not in model.model_fields
+    }
 
 
 def load_params_file(
@@ -211,11 +329,7 @@ def load_params_file(
             f"params file {file} must be a mapping of parameter names to values, "
             f"got {type(data).__name__}"
         )
-    try:
-        model.model_validate(data)
-    except ValidationError as e:
-        names = tuple(model.model_fields)
-        raise ConfigError(_describe_errors(e, source=f"params file {file}", names=names)) from e
+    validated(model, data, what="params", source=f"params file {file}", elsewhere=_elsewhere(model))
     return data
 
 
@@ -235,8 +349,6 @@ def resolve_params(
     if file:
         data.update(load_params_file(file, model))
     data.update(overrides or {})
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        names = tuple(model.model_fields)
-        raise ConfigError(_describe_errors(e, source="run parameters", names=names)) from e
+    return validated(
+        model, data, what="params", source="run parameters", elsewhere=_elsewhere(model)
+    )

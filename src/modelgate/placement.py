@@ -16,9 +16,10 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from modelgate.errors import ConfigError
+from modelgate.validation import validated
 
 #: Kubernetes resource quantities (``k8s.io/apimachinery`` ``ParseQuantity``'s grammar).
 QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
@@ -229,19 +230,3 @@ def placement_from_options(
     for step, resources in (steps or {}).items():
         data["steps"][step] = {**data["steps"].get(step, {}), **resources}
     return validated(Placement, data, what="placement")
-
-
-def validated(model: type[BaseModel], data: Any, *, what: str) -> Any:
-    """``model.model_validate(data)`` with pydantic's errors turned into one :class:`ConfigError`.
-
-    Raises:
-        ConfigError: Each invalid field as ``path: message``.
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in e.errors()
-        )
-        raise ConfigError(f"invalid {what}: {problems}") from e

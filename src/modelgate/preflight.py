@@ -143,7 +143,7 @@ def _deploy_target(params: ReleaseParams | RedeployParams, *, local: bool) -> st
 
         return f"vLLM at {resolve_vllm_python(params.vllm_python or None)}"
     from modelgate.deploy.spec import DeploySpec
-    from modelgate.placement import validated
+    from modelgate.validation import validated
 
     validated(
         DeploySpec,

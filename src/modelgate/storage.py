@@ -530,3 +530,47 @@ def stage_input(store: ModelStore, path: str | os.PathLike[str], *, kind: str) -
             else:
                 shutil.copytree(local, staging, dirs_exist_ok=True)
     return store.uri(key)
+
+
+#: Run parameters that may name a file or folder of the submitting machine, and what it is.
+#: A task folder is always a path or a stored URI; calibration data may also be a dataset id.
+LOCAL_INPUTS: dict[str, str] = {"eval_task_dir": "tasks", "calibration_data": "calibration"}
+
+
+def is_local_input(name: str, value: str) -> bool:
+    """Whether parameter ``name``'s ``value`` names something on this machine to upload.
+
+    The one rule for every way a run starts (``run``, ``submit``, ``schedule``): a value with
+    a URI scheme is already stored; a task folder without one is a local path; calibration data
+    without one is a local path when it exists, else a dataset id.
+    """
+    if not value or "://" in value or name not in LOCAL_INPUTS:
+        return False
+    return name == "eval_task_dir" or Path(value).expanduser().exists()
+
+
+def stage_local_inputs(params: Any) -> dict[str, str]:
+    """Upload the local inputs of a run to its model store once per content.
+
+    Returns:
+        ``{parameter: stored URI}`` for each parameter that named something local.
+
+    Raises:
+        ConfigError: A local input does not exist, or the run has no model store to hold it
+            (a redeploy: upload it yourself and pass the URI).
+        StorageError: The upload failed (e.g. no S3 keys on this machine).
+    """
+    staged: dict[str, str] = {}
+    for name, kind in LOCAL_INPUTS.items():
+        value = getattr(params, name, "")
+        if not is_local_input(name, value):
+            continue
+        store = getattr(params, "model_store", "")
+        if not store:
+            raise ConfigError(
+                f"{name} {value!r} is a local path: upload it to your S3 store and pass its "
+                "s3:// URI (a redeploy has no model_store to upload it to)"
+            )
+        staged[name] = stage_input(open_store(store), value, kind=kind)
+        logger.info("uploaded %s to %s", value, staged[name])
+    return staged

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from modelgate.pipelines import PIPELINES_DIR
 
-from pipelines import PIPELINES_DIR
-from pipelines.submit import (
+from modelgate.kfp.client import (
     KFPNotFoundError,
     connect,
     delete,

@@ -7,9 +7,8 @@ import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
-
-from pipelines import PIPELINE_MODULES, PIPELINES_DIR
-from pipelines.compile import drift, normalize
+from modelgate.pipelines import PIPELINE_MODULES, PIPELINES_DIR
+from modelgate.pipelines.compile import drift, normalize
 
 pytestmark = pytest.mark.compile
 

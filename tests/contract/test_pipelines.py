@@ -15,9 +15,9 @@ would do with the committed YAML, for the run arguments users give in the UI or 
 from __future__ import annotations
 
 import pytest
+from modelgate.pipelines import PIPELINE_MODULES, PIPELINES_DIR
 
 from modelgate.placement import Placement
-from pipelines import PIPELINE_MODULES, PIPELINES_DIR
 from tests.contract.kfp_driver import PodPlan, load, resolve_file
 
 pytestmark = pytest.mark.contract

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from modelgate.cli import app
 from modelgate.demo import DEMO_TASK, demo_thresholds
-from pipelines import submit as submit_module
+from modelgate.kfp import client as submit_module
 from tests.doubles.kfp_api import FakeKFP, fake_kfp  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e

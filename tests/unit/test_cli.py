@@ -20,10 +20,15 @@ def test_compile_check_passes_on_committed_yaml():
     assert "up to date" in result.output
 
 
-def test_run_needs_local_and_points_to_submit():
-    result = runner.invoke(app, ["run", "--model-id", "org/m"])
+@pytest.mark.parametrize("local", [[], ["--local"]], ids=["default", "--local"])
+def test_run_is_local_by_default_and_still_accepts_local(tmp_path, local):
+    result = runner.invoke(
+        app,
+        ["run", *local, "--model-id", "", "--pipeline-root", str(tmp_path / "root")],
+    )
     assert isinstance(result.exception, ConfigError)
-    assert "--local" in str(result.exception) and "modelgate submit" in str(result.exception)
+    assert "no model id" in str(result.exception)
+    assert "registry/mlflow.db" in result.output  # the embedded registry of a local run
 
 
 def test_bad_gate_config_fails_before_any_step(tmp_path):
@@ -90,8 +95,9 @@ def test_render_names_the_mode_as_older_kserve_does_and_refuses_unfetchable_uris
 
 
 def test_summary_shows_skipped_and_not_run_steps_as_such(capsys):
-    from modelgate.cli import display_status, print_summary
-    from pipelines.local import RunResult, StepResult
+    from modelgate.pipelines.local import RunResult, StepResult
+
+    from modelgate.cli.local import display_status, print_summary
 
     steps = [
         StepResult("download", "download", "success", 0.7, {"commit_sha": "019372c4d53a" * 3}),

@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 import pytest
+from modelgate.components import smoke_test
 
-from components import smoke_test
 from modelgate.deploy import Deployment
 from modelgate.errors import SmokeTestError
 from modelgate.processes import free_port, pid_alive

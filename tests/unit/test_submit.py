@@ -12,12 +12,11 @@ from typing import Any
 
 import pytest
 import requests
+from modelgate.pipelines import PIPELINES_DIR
 
 from modelgate.errors import ConfigError
-from modelgate.processes import free_port
-from pipelines import PIPELINES_DIR
-from pipelines import submit as submit_module
-from pipelines.submit import (
+from modelgate.kfp import client as submit_module
+from modelgate.kfp.client import (
     KFPAuthError,
     KFPConflictError,
     KFPConnectionError,
@@ -38,6 +37,7 @@ from pipelines.submit import (
     validate_cron,
     wait,
 )
+from modelgate.processes import free_port
 from tests.doubles.kfp_api import FakeKFP, RunStep, fake_kfp  # noqa: F401
 
 pytestmark = pytest.mark.unit

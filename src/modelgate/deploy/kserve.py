@@ -72,7 +72,6 @@ PLURAL = "inferenceservices"
 MODEL_MOUNT_PATH = "/mnt/models"  # where KServe's storage initializer puts storageUri
 RUNTIME_PORT = 8080  # the port KServe routes to (container port of kserve-container)
 NAME_PLACEHOLDER = "{{.Name}}"  # Go template KServe renders with the InferenceService metadata
-RUNTIME_NAME = "vllm-runtime"
 
 MANAGED_BY = "modelgate"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import requests
 
+from modelgate.constants import VLLM_PYTHON_ENV
 from modelgate.deploy.spec import DeploySpec, vllm_args
 from modelgate.deploy.target import Deployment
 from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
@@ -33,7 +34,6 @@ from modelgate.storage import fetch_like_kserve
 
 logger = logging.getLogger(__name__)
 
-VLLM_PYTHON_ENV = "MODELGATE_VLLM_PYTHON"
 # Flags the vLLM CPU backend needs on a machine without a GPU.
 CPU_ARGS = ("--enforce-eager", "--distributed-executor-backend", "uni")
 CPU_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}

@@ -7,12 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from modelgate.constants import DEPLOY_TIMEOUT_S, RUNTIME_NAME
 from modelgate.deploy.smoke import smoke_test
 from modelgate.deploy.spec import DeploymentMode, DeploySpec
 from modelgate.deploy.target import Deployment, make_target
 from modelgate.errors import ConfigError, SmokeTestError
-from modelgate.placement import Placement, validated
+from modelgate.placement import Placement
 from modelgate.storage import KSERVE_SCHEMES, STORE_SCHEMES, scheme_of
+from modelgate.validation import validated
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +95,14 @@ def deploy_model(
     storage_uri: str | None = None,
     registry_record: dict[str, Any] | None = None,
     prefer_registry_uri: bool = False,
-    runtime: str = "vllm-runtime",
+    runtime: str = RUNTIME_NAME,
     placement: Placement | dict[str, Any] | None = None,
     max_model_len: int | None = None,
     service_account: str | None = None,
     deployment_mode: DeploymentMode = "Standard",
     labels: dict[str, str] | None = None,
     vllm_python: str | None = None,
-    timeout: float = 900.0,
+    timeout: float = DEPLOY_TIMEOUT_S,
 ) -> Deployment:
     """Deploy the gated model and wait until it serves (the pipeline's deploy step).
 
@@ -128,11 +130,51 @@ def deploy_model(
         ConfigError: Bad options (each names the fix).
         DeployError: The deployment failed or timed out (after restoring what it replaced).
     """
-    spec = validated(
+    spec = build_spec(
+        name=name,
+        model_uri=model_uri,
+        target=target,
+        namespace=namespace or current_namespace() or "default",
+        storage_uri=storage_uri,
+        registry_record=registry_record,
+        prefer_registry_uri=prefer_registry_uri,
+        runtime=runtime,
+        placement=placement,
+        max_model_len=max_model_len,
+        service_account=service_account,
+        deployment_mode=deployment_mode,
+        labels=labels,
+    )
+    logger.info("deploying %s from %s to %s", spec.name, spec.storage_uri, target)
+    return make_target(target, vllm_python=vllm_python, startup_timeout=timeout).deploy(spec)
+
+
+def build_spec(
+    *,
+    name: str,
+    model_uri: str,
+    target: str,
+    namespace: str,
+    storage_uri: str | None = None,
+    registry_record: dict[str, Any] | None = None,
+    prefer_registry_uri: bool = False,
+    runtime: str = RUNTIME_NAME,
+    placement: Placement | dict[str, Any] | None = None,
+    max_model_len: int | None = None,
+    service_account: str | None = None,
+    deployment_mode: DeploymentMode = "Standard",
+    labels: dict[str, str] | None = None,
+) -> DeploySpec:
+    """The validated :class:`DeploySpec` of a deployment (the deploy step and ``render``).
+
+    Raises:
+        ConfigError: A bad option or a URI the target cannot fetch (see :func:`storage_uri_for`).
+    """
+    return validated(
         DeploySpec,
         {
             "name": name,
-            "namespace": namespace or current_namespace() or "default",
+            "namespace": namespace,
             "storage_uri": storage_uri_for(
                 model_uri=model_uri,
                 target=target,
@@ -149,8 +191,45 @@ def deploy_model(
         },
         what="deployment",
     )
-    logger.info("deploying %s from %s to %s", spec.name, spec.storage_uri, target)
-    return make_target(target, vllm_python=vllm_python, startup_timeout=timeout).deploy(spec)
+
+
+def render_spec(params: Any, *, kserve_version: str | None = None) -> DeploySpec:
+    """The KServe :class:`DeploySpec` a run with ``params`` deploys, for ``modelgate render``.
+
+    Args:
+        params: Run parameters (:class:`~modelgate.params.ReleaseParams`); ``storage_uri``
+            names the model to serve.
+        kserve_version: The cluster's KServe release; names the deployment mode.
+
+    Raises:
+        ConfigError: No ``storage_uri``, or a bad option.
+    """
+    from modelgate.deploy.spec import deployment_mode_for
+    from modelgate.placement import placement_from_options
+
+    if not params.storage_uri:
+        raise ConfigError(
+            "give --storage-uri: the stored model to serve (s3://, pvc://, oci://, hf:// or "
+            "model-registry://)"
+        )
+    mode = deployment_mode_for(kserve_version) if kserve_version else params.deployment_mode
+    return build_spec(
+        name=params.deploy_name,
+        model_uri=params.storage_uri,
+        target="kserve",
+        namespace=params.namespace or "default",
+        storage_uri=params.storage_uri,
+        runtime=params.serving_runtime,
+        placement=placement_from_options(
+            accelerator_type=params.accelerator_type,
+            accelerator_count=params.accelerator_count,
+            tolerations=params.tolerations,
+            node_selector=params.node_selector,
+        ),
+        max_model_len=params.max_model_len,
+        service_account=params.serving_service_account,
+        deployment_mode=mode,
+    )
 
 
 def smoke_test_or_rollback(deployment: Deployment, *, prompt: str) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import requests
 
+from modelgate.constants import SMOKE_PROMPT
 from modelgate.errors import SmokeTestError
 from modelgate.retry import backoff
 
@@ -37,7 +38,7 @@ def smoke_test(
     endpoint: str,
     *,
     model: str,
-    prompt: str = "2+3=",
+    prompt: str = SMOKE_PROMPT,
     chat_message: str = "What is 2+3?",
     max_tokens: int = 8,
     timeout: float = 60.0,

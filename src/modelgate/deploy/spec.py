@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from modelgate.constants import RUNTIME_NAME
 from modelgate.placement import Placement
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -46,7 +47,7 @@ class DeploySpec(BaseModel):
     name: str = Field(min_length=1, max_length=63)
     namespace: str = "default"
     storage_uri: str = Field(min_length=1)
-    runtime: str = "vllm-runtime"
+    runtime: str = RUNTIME_NAME
     model_format: str = "vLLM"
     placement: Placement = Field(default_factory=Placement)
     max_model_len: int | None = Field(default=None, gt=0)

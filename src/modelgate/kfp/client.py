@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 import requests
 import yaml
 
+from modelgate.constants import KFP_ENDPOINT_ENV
 from modelgate.errors import ConfigError, ModelgateError
 from modelgate.retry import backoff, wait_until
 
@@ -59,7 +60,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The variable ``kfp.Client`` reads for its host (``kfp.client.client.KF_PIPELINES_ENDPOINT_ENV``).
-ENDPOINT_ENV = "KF_PIPELINES_ENDPOINT"
+ENDPOINT_ENV = KFP_ENDPOINT_ENV
 #: The variable naming a token file (``kfp.client.KF_PIPELINES_SA_TOKEN_ENV``).
 SA_TOKEN_PATH_ENV = "KF_PIPELINES_SA_TOKEN_PATH"
 #: Where a pod's projected pipelines token lives (``kfp.client.KF_PIPELINES_SA_TOKEN_PATH``).
@@ -415,6 +416,27 @@ def check_arguments(package_path: Path, arguments: Mapping[str, Any]) -> None:
                 problems.append(f"{name!r} is required and has no default; give it a value")
     if problems:
         raise ConfigError("invalid run arguments: " + "; ".join(problems))
+
+
+def describe_arguments(package_path: Path, arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The run arguments as KFP will receive them, each with the type the package declares.
+
+    Checked first with :func:`check_arguments`.
+
+    Returns:
+        ``{name: {"type": parameterType, "value": value}}`` in the package's order.
+
+    Raises:
+        ConfigError: As :func:`check_arguments`.
+    """
+    check_arguments(package_path, arguments)
+    _, spec = _read_package(package_path)
+    declared = _root_parameters(spec)
+    return {
+        name: {"type": declared[name].get("parameterType", ""), "value": arguments[name]}
+        for name in declared
+        if name in arguments
+    }
 
 
 # --- talking to kfp -----------------------------------------------------------------------------
@@ -963,11 +985,12 @@ def schedule(
     namespace: str | None = None,
     max_concurrency: int = 1,
     enabled: bool = True,
+    no_catchup: bool = True,
 ) -> str:
     """Upload the package as a new version and run it on a cron schedule.
 
-    The recurring run is pinned to the uploaded version and does not catch up on missed runs
-    (``no_catchup``) after a pause.
+    The recurring run is pinned to the uploaded version and, unless ``no_catchup`` is False,
+    does not catch up on runs missed while it was paused.
 
     Args:
         client: From :func:`connect`.
@@ -980,6 +1003,7 @@ def schedule(
         namespace: Profile namespace in multi-user Kubeflow.
         max_concurrency: Runs of this schedule allowed at once, 1-10.
         enabled: False creates it paused.
+        no_catchup: True skips the runs missed while paused; False starts them on resume.
 
     Returns:
         The recurring run id.
@@ -1006,7 +1030,7 @@ def schedule(
             job_name=job_name,
             cron_expression=cron6,
             max_concurrency=max_concurrency,
-            no_catchup=True,
+            no_catchup=no_catchup,
             params=dict(arguments),
             pipeline_id=pipeline_id,
             version_id=version_id,
@@ -1097,6 +1121,27 @@ def list_schedules(
         token = page.next_page_token or ""
         if not token:
             return infos
+
+
+def get_schedule(client: kfp.Client, recurring_run_id: str) -> ScheduleInfo:
+    """One recurring run.
+
+    Raises:
+        ConfigError: The id is empty.
+        KFPNotFoundError: There is no such recurring run.
+        SubmitError: The server refused.
+    """
+    if not recurring_run_id or not recurring_run_id.strip():
+        raise ConfigError("recurring run id is empty; find it with `modelgate schedule list`")
+    rr = _call(
+        f"get recurring run {recurring_run_id}",
+        lambda: client.get_recurring_run(recurring_run_id=recurring_run_id),
+        not_found=(
+            f"there is no recurring run {recurring_run_id!r}; "
+            "find the id with `modelgate schedule list`"
+        ),
+    )
+    return _schedule_info(rr)
 
 
 def _set_schedule(client: kfp.Client, recurring_run_id: str, action: str) -> None:

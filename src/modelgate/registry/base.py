@@ -28,6 +28,7 @@ from pydantic import (
     field_validator,
 )
 
+from modelgate.constants import REGISTRY_TOKEN_ENV, REGISTRY_URL_ENV
 from modelgate.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 PropertyValue = StrictBool | StrictInt | StrictFloat | StrictStr
 """A custom property value: the types the registries store natively."""
 
-URL_ENV = "MODEL_REGISTRY_URL"
-TOKEN_ENV = "MODEL_REGISTRY_TOKEN"
+URL_ENV = REGISTRY_URL_ENV
+TOKEN_ENV = REGISTRY_TOKEN_ENV
 AUTHOR_ENV = "MODEL_REGISTRY_AUTHOR"
 DEFAULT_AUTHOR = "modelgate"
 

@@ -1,0 +1,5 @@
+"""``python -m modelgate.cli``."""
+
+from modelgate.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Kubeflow Pipelines API client: connect, upload, runs and recurring runs."""
