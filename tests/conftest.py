@@ -20,6 +20,19 @@ if TYPE_CHECKING:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _local_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Local runs that name no pipeline root write to ``$MODELGATE_HOME``: a temp folder here,
+    never the user's own data folder (tests that check the default set it themselves)."""
+    saved = os.environ.get("MODELGATE_HOME")
+    os.environ["MODELGATE_HOME"] = str(tmp_path_factory.mktemp("modelgate-home"))
+    yield
+    if saved is None:
+        os.environ.pop("MODELGATE_HOME", None)
+    else:
+        os.environ["MODELGATE_HOME"] = saved
+
+
 def model_cache_dir() -> Path:
     """Return ``$MODELGATE_TEST_CACHE`` or ``<repo>/.cache/test-models``, the model cache."""
     configured = os.environ.get("MODELGATE_TEST_CACHE")

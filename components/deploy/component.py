@@ -17,7 +17,7 @@ def deploy_model(
     registry_record: str = "",
     prefer_registry_uri: bool = False,
     runtime: str = "vllm-runtime",
-    service_account: str = "",
+    service_account: str = "modelgate-model-reader",
     deployment_mode: str = "Standard",
     accelerator_type: str = "nvidia.com/gpu",
     accelerator_count: str = "1",

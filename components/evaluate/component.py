@@ -12,7 +12,7 @@ def evaluate_model(
     scores: Output[Metrics],
     model_uri: str,
     tasks: str,
-    backend: str = "hf",
+    backend: str = "vllm",
     task_dir: str = "",
     limit: int = 0,
     num_fewshot: int = -1,

@@ -17,7 +17,9 @@ def preflight_release(
     eval_tasks: str = "arc_easy",
     eval_task_dir: str = "",
     eval_backend: str = "vllm",
-    thresholds: str = "",
+    thresholds: str = (
+        '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, "min_recovery": 0.95}]}'
+    ),
     registry_url: str = "",
     deploy_target: str = "kserve",
     deploy_name: str = "modelgate-candidate",
@@ -93,7 +95,10 @@ def preflight_redeploy(
     eval_tasks: str = "arc_easy",
     eval_task_dir: str = "",
     eval_backend: str = "vllm",
-    thresholds: str = "",
+    thresholds: str = (
+        '{"thresholds": [{"task": "arc_easy", "metric": "acc", "min": 0.5, '
+        '"min_vs_production": 0.98, "tolerance_stderr": 1}]}'
+    ),
     deploy_target: str = "kserve",
     deploy_name: str = "modelgate-candidate",
     namespace: str = "",
