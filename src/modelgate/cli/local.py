@@ -323,7 +323,9 @@ def preflight(
         release = release.model_copy(update={"model_store": local_model_store().as_uri()})
     out = human(output)
     try:
-        results = run_preflight(release, local=local, quiet=output is not OutputFormat.table)
+        results = run_preflight(
+            release, local=local, quiet=output is not OutputFormat.table, out=out
+        )
     except PreflightError as e:
         if output is not OutputFormat.table:
             emit(_checks_data(e.results, passed=False), output, table=lambda: None)
