@@ -13,7 +13,7 @@ STAMP := $(VENV)/.modelgate-env
 VLLM_STAMP := $(VLLM_VENV)/.modelgate-env
 PY := $(VENV)/bin/python
 
-.PHONY: venvs check-env demo test test-unit test-e2e test-cluster lint pipelines lock clean
+.PHONY: venvs check-env demo test test-unit test-e2e test-cluster lint docs pipelines lock clean
 
 venvs: $(STAMP) $(VLLM_STAMP) check-env
 
@@ -43,8 +43,9 @@ check-env: $(STAMP) $(VLLM_STAMP)
 demo: venvs
 	$(VENV)/bin/modelgate demo
 
-# every tier; cluster and gpu tests skip themselves with the reason unless their server/GPU exists
-test: venvs
+# lint first, so a lint failure fails quickly; then every tier (cluster and gpu tests skip
+# themselves with the reason unless their server/GPU exists)
+test: venvs lint
 	$(PY) -m pytest -rs $(PYTEST_ARGS)
 
 test-unit: venvs
@@ -56,9 +57,16 @@ test-e2e: venvs
 test-cluster: venvs
 	$(PY) -m pytest -m "cluster" -rs $(PYTEST_ARGS)
 
+LINT_PATHS := src components pipelines tests benchmarks scripts
+
+# ruff, then mypy over src/ ([tool.mypy] in pyproject.toml)
 lint: venvs
-	$(VENV)/bin/ruff check src components pipelines tests benchmarks
-	$(VENV)/bin/ruff format --check src components pipelines tests benchmarks
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+docs: venvs
+	$(PY) scripts/gen_docs.py
 
 pipelines: venvs
 	$(VENV)/bin/modelgate compile

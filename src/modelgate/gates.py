@@ -317,7 +317,8 @@ def check_gate(
                         note="" if n >= t.min_samples else f"only {n} samples scored",
                     )
                 )
-        for check, bound in (("min", t.min), ("max", t.max)):
+        bounds: tuple[tuple[Check, float | None], ...] = (("min", t.min), ("max", t.max))
+        for check, bound in bounds:
             if bound is None:
                 continue
             if got is None:

@@ -55,7 +55,9 @@ def configure_logging(level: str | None = None) -> None:
     if getattr(sys.excepthook, "__name__", "") != "_modelgate_excepthook":
         previous = sys.excepthook
 
-        def _modelgate_excepthook(kind, exc, tb):  # type: ignore[no-untyped-def]
+        def _modelgate_excepthook(
+            kind: type[BaseException], exc: BaseException, tb: TracebackType | None
+        ) -> None:
             _report(kind, exc, tb, previous=previous)
 
         sys.excepthook = _modelgate_excepthook

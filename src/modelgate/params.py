@@ -66,7 +66,7 @@ CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def _p(default: Any = None, *, group: str, help: str, factory: Any = None, **kw: Any) -> Any:
     """A parameter: its default, its CLI panel and its one-line help (``--help``, docs)."""
-    extra = {"group": group}
+    extra: dict[str, Any] = {"group": group}
     if factory is not None:
         return Field(default_factory=factory, description=help, json_schema_extra=extra, **kw)
     return Field(default=default, description=help, json_schema_extra=extra, **kw)
@@ -279,10 +279,7 @@ def _field(name: str) -> Any:
 #: One line per parameter, for ``--help`` and docs/parameters.md (the field descriptions).
 PARAM_HELP: dict[str, str] = {n: str(_field(n).description) for n in ALL_PARAM_NAMES}
 #: The CLI panel of each parameter (one of :data:`GROUPS`).
-PARAM_GROUPS: dict[str, str] = {
-    n: _field(n).json_schema_extra["group"]  # type: ignore[index]
-    for n in ALL_PARAM_NAMES
-}
+PARAM_GROUPS: dict[str, str] = {n: _field(n).json_schema_extra["group"] for n in ALL_PARAM_NAMES}
 
 
 def pipelines_of(name: str) -> tuple[str, ...]:
