@@ -57,3 +57,31 @@ class DeployTimeoutError(DeployError, TimeoutError):
 
 class SmokeTestError(DeployError):
     """The served model did not answer the smoke test with text."""
+
+
+class SubmitError(ModelgateError):
+    """Kubeflow Pipelines rejected a request, or answered in a way modelgate cannot use."""
+
+
+class KFPConnectionError(SubmitError):
+    """The Kubeflow Pipelines API server could not be reached."""
+
+
+class KFPAuthError(SubmitError):
+    """The API server wants credentials (401) or refused them (403)."""
+
+
+class KFPNotFoundError(SubmitError):
+    """The named pipeline, run or recurring run does not exist."""
+
+
+class KFPConflictError(SubmitError):
+    """A pipeline, version or experiment of that name already exists (409)."""
+
+
+class KFPServerError(SubmitError):
+    """The API server failed (5xx); polling retries these."""
+
+
+class RunTimeoutError(SubmitError, TimeoutError):
+    """The run did not finish within the wait's timeout; it keeps running on the cluster."""

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from modelgate.pipelines import PIPELINES_DIR
 
-from modelgate.kfp.client import (
+from modelgate.kfp import (
     KFPNotFoundError,
     connect,
     delete,

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from modelgate.cli import app
 from modelgate.demo import DEMO_TASK, demo_thresholds
-from modelgate.kfp import client as submit_module
+from modelgate.kfp import connection as kfp_connection
 from tests.doubles.kfp_api import FakeKFP, fake_kfp  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.e2e
@@ -29,7 +29,7 @@ def _isolated(monkeypatch, tmp_path, s3_env):
     for name in ("KF_PIPELINES_ENDPOINT", "KF_PIPELINES_SA_TOKEN_PATH", "KUBERNETES_SERVICE_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp-context.json"))
-    monkeypatch.setattr(submit_module, "DEFAULT_SA_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(kfp_connection, "DEFAULT_SA_TOKEN_PATH", str(tmp_path / "no-token"))
     s3_env.make_bucket(BUCKET)
 
 
@@ -98,7 +98,7 @@ def test_submit_uploads_starts_and_follows_a_run(fake_kfp, params_file):  # noqa
     player.join(timeout=30)
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "preflight: 8 checks" in out and "release succeeded" in out
+    assert "preflight: 8 checks" in out and "run succeeded" in out
     assert "SUCCEEDED download" in out
     (run,) = fake_kfp.runs.values()
     args = run["runtime_config"]["parameters"]
@@ -154,7 +154,8 @@ def test_schedule_create_list_pause_resume_delete(fake_kfp, params_file):  # noq
         done = runner.invoke(app, ["schedule", action, rid, "--host", fake_kfp.url])
         assert done.exit_code == 0, done.output
         assert fake_kfp.recurring_runs[rid]["status"] == status
-    assert runner.invoke(app, ["schedule", "delete", rid, "--host", fake_kfp.url]).exit_code == 0
+    deleted = runner.invoke(app, ["schedule", "delete", rid, "--host", fake_kfp.url], input="y\n")
+    assert deleted.exit_code == 0, deleted.output  # delete asks first
     assert rid not in fake_kfp.recurring_runs
     missing = runner.invoke(app, ["schedule", "pause", rid, "--host", fake_kfp.url])
     assert missing.exit_code != 0 and rid in str(missing.exception)

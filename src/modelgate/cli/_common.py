@@ -166,6 +166,8 @@ def release_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., 
             for p in inspect.signature(func).parameters.values()
             if p.name != "overrides"
         ]
+        # a command that takes the click context itself gets it; else the wrapper asks for one
+        own_ctx = next((p.name for p in own if p.annotation is typer.Context), None)
         generated = []
         for name in sorted(ALL_PARAM_NAMES, key=lambda n: GROUPS.index(PARAM_GROUPS[n])):
             kind = _option_type(name)
@@ -198,7 +200,7 @@ def release_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., 
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
             # only what was typed overrides the params file; defaults are shown, not applied
-            ctx = kwargs.pop(PREFIX + "ctx")
+            ctx = kwargs[own_ctx] if own_ctx else kwargs.pop(PREFIX + "ctx")
             typed = {
                 n
                 for n in ALL_PARAM_NAMES
@@ -212,7 +214,7 @@ def release_options(scope: str) -> Callable[[Callable[..., Any]], Callable[..., 
         context = inspect.Parameter(
             PREFIX + "ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
         )
-        parameters = own + generated + [context]
+        parameters = own + generated + ([] if own_ctx else [context])
         wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
         return wrapper

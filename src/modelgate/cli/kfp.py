@@ -102,10 +102,10 @@ def _connect_and_stage(
     release: Any, *, host: str | None, token: str | None, namespace: str | None, out: Any
 ) -> tuple[Any, Any]:
     """The host reached, then local inputs uploaded to the store (in that order)."""
-    from modelgate.kfp import client as kfp_client
+    from modelgate import kfp as mkfp
     from modelgate.storage import stage_local_inputs
 
-    client = kfp_client.connect(host, token=token, namespace=namespace)
+    client = mkfp.connect(host, token=token, namespace=namespace)
     staged = stage_local_inputs(release)
     for name, uri in staged.items():
         out.print(f"uploaded {getattr(release, name)} to {uri}", soft_wrap=True)
@@ -147,7 +147,7 @@ def submit(
     experiment. Exits 2 when preflight finds bad input or the host is unreachable; with
     --wait, 1 when the run fails (each failed step with its error).
     """
-    from modelgate.kfp import client as kfp_client
+    from modelgate import kfp as mkfp
 
     configure_logging("WARNING")
     out = err_console if (quiet or output is not OutputFormat.table) else console
@@ -165,7 +165,7 @@ def submit(
             "experiment": experiment,
             "namespace": namespace,
             "run_name": name,
-            "arguments": kfp_client.describe_arguments(package, release.arguments()),
+            "arguments": mkfp.describe_arguments(package, release.arguments()),
         }
         fmt = output if output is not OutputFormat.table else OutputFormat.yaml
         emit(plan, fmt, table=lambda: None)
@@ -175,7 +175,7 @@ def submit(
         release, host=host, token=token, namespace=namespace, out=out
     )
     name = run_name or f"{pipeline.value}-{_run_name(release)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    submitted = kfp_client.submit(
+    submitted = mkfp.submit(
         client,
         package_path=package,
         pipeline_name=name_of_pipeline,
@@ -200,7 +200,7 @@ def submit(
     def on_change(step: Any) -> None:
         out.print(f"  {step.state:>10} {step.name}")
 
-    outcome = kfp_client.wait(client, submitted.run_id, timeout=timeout, on_change=on_change)
+    outcome = mkfp.wait(client, submitted.run_id, timeout=timeout, on_change=on_change)
     if not outcome.succeeded:
         out.print(f"[red]run {submitted.run_id} ended {outcome.state}")
         for task in outcome.failed_tasks:
@@ -251,20 +251,20 @@ def schedule(
     """
     if ctx.invoked_subcommand:
         return
+    from modelgate import kfp as mkfp
     from modelgate.errors import ConfigError
-    from modelgate.kfp import client as kfp_client
 
     configure_logging("WARNING")
     if not cron:
         raise ConfigError("give --cron, e.g. --cron '0 3 * * 1' (Mondays 03:00 UTC)")
-    kfp_cron = kfp_client.validate_cron(cron)  # before any other work
+    kfp_cron = mkfp.validate_cron(cron)  # before any other work
     out = err_console if (quiet or output is not OutputFormat.table) else console
     package, release = _prepare(overrides, params_file=params, pipeline=pipeline.value, out=out)
     client, release = _connect_and_stage(
         release, host=host, token=token, namespace=namespace, out=out
     )
     job = name or f"{pipeline.value}-{_run_name(release)}-schedule"
-    recurring_id = kfp_client.schedule(
+    recurring_id = mkfp.schedule(
         client,
         cron=cron,
         package_path=package,
@@ -313,10 +313,10 @@ def schedule_list(
     output: Output = OutputFormat.table,
 ) -> None:
     """List recurring runs, newest first."""
-    from modelgate.kfp import client as kfp_client
+    from modelgate import kfp as mkfp
 
-    client = kfp_client.connect(host, token=token, namespace=namespace)
-    infos = kfp_client.list_schedules(client, namespace=namespace, experiment=experiment)
+    client = mkfp.connect(host, token=token, namespace=namespace)
+    infos = mkfp.list_schedules(client, namespace=namespace, experiment=experiment)
     emit([dataclasses.asdict(i) for i in infos], output, table=lambda: _schedules_table(infos))
 
 
@@ -332,10 +332,10 @@ def schedule_get(
     output: Output = OutputFormat.table,
 ) -> None:
     """Show one recurring run."""
-    from modelgate.kfp import client as kfp_client
+    from modelgate import kfp as mkfp
 
-    client = kfp_client.connect(host, token=token, namespace=namespace)
-    info = kfp_client.get_schedule(client, recurring_run_id)
+    client = mkfp.connect(host, token=token, namespace=namespace)
+    info = mkfp.get_schedule(client, recurring_run_id)
     emit(dataclasses.asdict(info), output, table=lambda: _schedules_table([info]))
 
 
@@ -346,10 +346,10 @@ def _action(action: str, done: str) -> Any:
         token: Token = None,
         namespace: Namespace = None,
     ) -> None:
-        from modelgate.kfp import client as kfp_client
+        from modelgate import kfp as mkfp
 
-        client = kfp_client.connect(host, token=token, namespace=namespace)
-        getattr(kfp_client, action)(client, recurring_run_id)
+        client = mkfp.connect(host, token=token, namespace=namespace)
+        getattr(mkfp, action)(client, recurring_run_id)
         human(OutputFormat.table).print(f"{done} recurring run {recurring_run_id}")
 
     command.__doc__ = f"{action.capitalize()} a recurring run."
@@ -369,11 +369,11 @@ def schedule_delete(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Delete a recurring run (its past runs stay); asks first unless --yes."""
-    from modelgate.kfp import client as kfp_client
+    from modelgate import kfp as mkfp
 
     if not yes and not typer.confirm(f"delete recurring run {recurring_run_id}?", default=False):
         err_console.print("not deleted")
         raise typer.Exit(1)
-    client = kfp_client.connect(host, token=token, namespace=namespace)
-    kfp_client.delete(client, recurring_run_id)
+    client = mkfp.connect(host, token=token, namespace=namespace)
+    mkfp.delete(client, recurring_run_id)
     console.print(f"deleted recurring run {recurring_run_id}")
