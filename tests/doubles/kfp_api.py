@@ -474,6 +474,9 @@ class FakeKFP:
 
     token: str | None = None
     multi_user: bool = False
+    #: What the UI proxy's healthz answers as ``apiServerTagName`` (None: not at all, as the
+    #: API server's own v2beta1 healthz)
+    tag_name: str | None = None
     pipelines: dict[str, JSON] = field(default_factory=dict)
     versions: dict[str, JSON] = field(default_factory=dict)
     experiments: dict[str, JSON] = field(default_factory=dict)
@@ -860,12 +863,12 @@ class FakeKFP:
     # --- healthz -----------------------------------------------------------------------------
     def _healthz(self, query: dict[str, list[str]], _body: Any) -> tuple[int, Any]:
         self._query(query, set())
-        return 200, {
-            "commit_sha": "fake",
-            "tag_name": "fake-2.x",
-            "multi_user": self.multi_user,
-            "pipeline_store": "database",
-        }
+        # backend/api/v2beta1/healthz.proto declares multi_user only; the UI's proxy
+        # (frontend/server/handlers/healthz.ts) adds apiServerTagName
+        body: dict[str, Any] = {"multi_user": self.multi_user, "pipeline_store": "database"}
+        if self.tag_name is not None:
+            body["apiServerTagName"] = self.tag_name
+        return 200, body
 
     # --- pipelines ---------------------------------------------------------------------------
     def _version(

@@ -130,3 +130,35 @@ def test_a_missing_token_file_is_a_config_error(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", "/nonexistent/token")
     with pytest.raises(ConfigError, match="KF_PIPELINES_SA_TOKEN_PATH=/nonexistent/token"):
         connect("http://127.0.0.1:1")
+
+
+# --- backend version ----------------------------------------------------------------------------
+# The API server's v2beta1 GetHealthzResponse declares multi_user only
+# (kubeflow/pipelines backend/api/v2beta1/healthz.proto); the UI's proxy answers its build info
+# with apiServerTagName (frontend/server/handlers/healthz.ts).
+@pytest.mark.parametrize("tag", ["2.14.1", "v2.3.0", "1.8.5"])
+def test_a_backend_older_than_2_15_is_refused_before_anything_is_uploaded(
+    fake_kfp: FakeKFP,  # noqa: F811
+    tag: str,
+) -> None:
+    fake_kfp.tag_name = tag
+
+    with pytest.raises(ConfigError) as info:
+        connect(fake_kfp.url)
+
+    message = str(info.value)
+    assert f"Kubeflow Pipelines {tag} is too old" in message
+    assert ">= 2.15.0" in message and "CreateContainerConfigError" in message
+    assert not fake_kfp.calls("upload_pipeline")
+
+
+@pytest.mark.parametrize("tag", ["2.15.0", "2.17.3", "v2.16.0", None, "master-dev"])
+def test_a_recent_or_unnamed_backend_is_accepted(
+    fake_kfp: FakeKFP,  # noqa: F811
+    tag: str | None,
+) -> None:
+    fake_kfp.tag_name = tag
+
+    client = connect(fake_kfp.url)
+
+    assert client.get_pipeline_id(PIPELINE) is None

@@ -273,6 +273,61 @@ def _bound_request_time(client: Any, timeout: float) -> None:
 
 
 # --- connect ------------------------------------------------------------------------------------
+#: The oldest KFP backend modelgate's compiled pipelines run on: every ``secretAsEnv`` of the
+#: pipelines is ``optional: true`` (the hf-token Secret may be absent), a field the backend's
+#: driver honours from 2.15.0 on; older backends drop it and the pods hang in
+#: ``CreateContainerConfigError`` when the Secret is missing.
+MIN_BACKEND_VERSION = "2.15.0"
+
+
+def server_version(health: dict[str, Any]) -> str | None:
+    """The backend release a healthz answer names, if any.
+
+    The API server's v2beta1 ``GetHealthzResponse`` declares only ``multi_user``
+    (kubeflow/pipelines ``backend/api/v2beta1/healthz.proto``); the endpoint behind the UI's
+    proxy answers its build info with ``apiServerTagName`` (``frontend/server/handlers/
+    healthz.ts``), and older API servers answered ``tag_name``. None when neither is there.
+    """
+    for key in ("apiServerTagName", "tag_name"):
+        value = health.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def check_server_version(version: str | None) -> None:
+    """Refuse a KFP backend older than :data:`MIN_BACKEND_VERSION`.
+
+    An unknown or unparseable version (a development build) is logged and accepted.
+
+    Raises:
+        ConfigError: The backend is older; the message says why it matters and the fix.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    if version is None:
+        logger.info(
+            "Kubeflow Pipelines did not say its version; modelgate needs >= %s", MIN_BACKEND_VERSION
+        )
+        return
+    try:
+        found = Version(version.removeprefix("v"))
+    except InvalidVersion:
+        logger.warning(
+            "cannot read Kubeflow Pipelines version %r; modelgate needs >= %s",
+            version,
+            MIN_BACKEND_VERSION,
+        )
+        return
+    if found < Version(MIN_BACKEND_VERSION):
+        raise ConfigError(
+            f"Kubeflow Pipelines {version} is too old: modelgate's pipelines need a backend >= "
+            f"{MIN_BACKEND_VERSION} (older drivers ignore `optional: true` on Secret-backed "
+            "environment variables, and pods hang in CreateContainerConfigError when the "
+            "hf-token Secret is absent); upgrade Kubeflow Pipelines"
+        )
+
+
 def connect(
     host: str | None = None,
     *,
@@ -314,6 +369,7 @@ def connect(
             credentials = ServiceAccountTokenVolumeCredentials(path)
             logger.debug("using the token in %s", path)
     health = _probe(url, token=token, timeout=timeout)
+    check_server_version(server_version(health))
     if health.get("multi_user") and not namespace:
         logger.warning(
             "Kubeflow Pipelines at %s is multi-user: pass namespace (your profile namespace) "
