@@ -11,6 +11,10 @@ from __future__ import annotations
 REGISTRY_URL_ENV = "MODEL_REGISTRY_URL"
 #: Bearer token for the Kubeflow Model Registry.
 REGISTRY_TOKEN_ENV = "MODEL_REGISTRY_TOKEN"
+#: File holding that token (e.g. a projected service-account token with the registry's audience).
+REGISTRY_TOKEN_FILE_ENV = "MODEL_REGISTRY_TOKEN_FILE"
+#: ``1``: skip TLS certificate verification of an ``https://`` Kubeflow Model Registry.
+REGISTRY_INSECURE_ENV = "MODEL_REGISTRY_INSECURE"
 #: Hugging Face Hub endpoint (a mirror) and token, as huggingface_hub names them.
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_TOKEN_ENV = "HF_TOKEN"

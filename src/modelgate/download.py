@@ -19,6 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from modelgate.constants import HF_ENDPOINT_ENV, HF_TOKEN_ENV
+from modelgate.credentials import (
+    ALLOW_INSECURE_TOKEN_ENV,
+    insecure_allowed,
+    is_secure_transport,
+    redact_url,
+    token_for,
+)
 from modelgate.errors import ConfigError, DownloadError, UnsafeWeightsError
 from modelgate.naming import base_key, recipe_fingerprint
 from modelgate.storage import open_store, read_file
@@ -40,6 +47,27 @@ TOKENIZER_FILES = (
 )
 #: Files whose ``auto_map`` asks transformers to import code shipped in the repository.
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json")
+#: The safetensors format's own cap on its JSON header (``safetensors`` ``MAX_HEADER_SIZE``).
+SAFETENSORS_MAX_HEADER = 100_000_000
+
+
+def hub_token(
+    endpoint: str, token: str | None = None, *, allow_insecure: bool | None = None
+) -> str | bool | None:
+    """The ``token=`` argument of huggingface_hub calls to ``endpoint``.
+
+    ``token`` (default ``$HF_TOKEN``) travels only to ``https://`` endpoints and loopback
+    ``http://`` mirrors unless ``allow_insecure`` (or ``$MODELGATE_ALLOW_INSECURE_TOKEN=1``);
+    otherwise it is dropped with a warning (see :func:`modelgate.credentials.token_for`).
+
+    Returns:
+        The token; None (no token: huggingface_hub may use its own login, https/loopback only);
+        or False (send none, not even huggingface_hub's stored login).
+    """
+    token = token or os.environ.get(HF_TOKEN_ENV) or None
+    if is_secure_transport(endpoint) or insecure_allowed(allow_insecure):
+        return token
+    return token_for(endpoint, token, allow_insecure=False, what=HF_TOKEN_ENV) or False
 
 
 @dataclass
@@ -164,13 +192,23 @@ def check_remote_code(configs: dict[str, dict], *, repo: str, allow_remote_code:
 def check_safetensors(path: Path) -> None:
     """Check that a safetensors file holds all the bytes its header describes.
 
+    The JSON header is read only when its declared length is at most
+    :data:`SAFETENSORS_MAX_HEADER` (100 MB, the format's own cap).
+
     Raises:
-        DownloadError: The file is shorter (or longer) than its header says: truncated.
+        DownloadError: The file is shorter (or longer) than its header says: truncated; or its
+            header claims more than 100 MB.
     """
     size = path.stat().st_size
     try:
         with path.open("rb") as fh:
             header_len = int.from_bytes(fh.read(8), "little")
+            if header_len > SAFETENSORS_MAX_HEADER:
+                raise DownloadError(
+                    f"{path} is not a valid safetensors file: its header claims {header_len} "
+                    f"bytes, more than the format's cap of {SAFETENSORS_MAX_HEADER} bytes "
+                    "(100 MB); the repository is broken or hostile, pick another one"
+                )
             if header_len <= 0 or 8 + header_len > size:
                 raise ValueError(f"header of {header_len} bytes in a {size}-byte file")
             header = json.loads(fh.read(header_len))
@@ -245,12 +283,17 @@ def resolve_snapshot(
     allow_remote_code: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
+    allow_insecure_token: bool | None = None,
 ) -> Snapshot:
     """Resolve ``revision`` to a commit and decide which files to download.
 
     Only metadata is read: the file listing, and ``config.json``/``tokenizer_config.json`` to
     look for custom code. Everything knowable from them is checked here, before any weight is
     fetched: weight formats, a tokenizer, custom code.
+
+    ``token`` (default ``$HF_TOKEN``) is sent only to an ``https://`` endpoint or a loopback
+    ``http://`` mirror, unless ``allow_insecure_token`` (or ``$MODELGATE_ALLOW_INSECURE_TOKEN=1``):
+    see :func:`hub_token`.
 
     Raises:
         ConfigError: Empty repo id, no weights or no tokenizer in the repository.
@@ -270,12 +313,22 @@ def resolve_snapshot(
     if not repo_id.strip():
         raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
     endpoint = (endpoint or os.environ.get(HF_ENDPOINT_ENV) or "https://huggingface.co").rstrip("/")
-    token = token or os.environ.get(HF_TOKEN_ENV) or None
-    api = HfApi(endpoint=endpoint, token=token)
+    configured = token or os.environ.get(HF_TOKEN_ENV) or None
+    sent = hub_token(endpoint, configured, allow_insecure=allow_insecure_token)
+    where = redact_url(endpoint)
+    api = HfApi(endpoint=endpoint, token=sent)
     try:
         info = api.model_info(repo_id, revision=revision)
     except GatedRepoError as e:
-        how = "the token has no access: request it on the model page" if token else "set HF_TOKEN"
+        if configured and not sent:
+            how = (
+                f"HF_TOKEN was not sent over plain http to {where}: use an https:// endpoint or "
+                f"set {ALLOW_INSECURE_TOKEN_ENV}=1"
+            )
+        elif sent:
+            how = "the token has no access: request it on the model page"
+        else:
+            how = "set HF_TOKEN"
         raise DownloadError(
             f"repository {repo_id!r} is gated: {how} (in the cluster: the secret named by "
             "hf_token_secret, key token)"
@@ -283,15 +336,15 @@ def resolve_snapshot(
     except RepositoryNotFoundError as e:
         # some mirrors answer an unknown revision like an unknown repository
         raise DownloadError(
-            f"repository {repo_id!r} (revision {revision!r}) not found at {endpoint}; check both, "
+            f"repository {repo_id!r} (revision {revision!r}) not found at {where}; check both, "
             "and set HF_TOKEN if the repository is gated or private"
         ) from e
     except RevisionNotFoundError as e:
         raise DownloadError(f"revision {revision!r} not found in {repo_id!r}") from e
     except (HfHubHTTPError, OSError) as e:
-        raise DownloadError(f"could not read {repo_id}@{revision} from {endpoint}: {e}") from e
+        raise DownloadError(f"could not read {repo_id}@{revision} from {where}: {e}") from e
     if not info.sha:
-        raise DownloadError(f"{endpoint} returned no commit sha for {repo_id}@{revision}")
+        raise DownloadError(f"{where} returned no commit sha for {repo_id}@{revision}")
     filenames = [s.rfilename for s in (info.siblings or [])]
     if allow_patterns:
         filenames = [f for f in filenames if _matches(f, allow_patterns)]
@@ -304,7 +357,7 @@ def resolve_snapshot(
         if name in filenames:
             try:
                 path = hf_hub_download(
-                    repo_id, name, revision=info.sha, endpoint=endpoint, token=token
+                    repo_id, name, revision=info.sha, endpoint=endpoint, token=sent
                 )
                 configs[name] = json.loads(Path(path).read_text())
             except (HfHubHTTPError, OSError, ValueError) as e:
@@ -322,9 +375,15 @@ def resolve_snapshot(
 
 
 def download_snapshot(
-    snapshot: Snapshot, *, target_dir: str | os.PathLike[str], token: str | None = None
+    snapshot: Snapshot,
+    *,
+    target_dir: str | os.PathLike[str],
+    token: str | None = None,
+    allow_insecure_token: bool | None = None,
 ) -> DownloadManifest:
     """Download a resolved snapshot at its commit into ``target_dir`` and write its manifest.
+
+    ``token`` (default ``$HF_TOKEN``) travels as in :func:`hub_token`.
 
     Raises:
         DownloadError: The download failed or produced no files.
@@ -341,7 +400,7 @@ def download_snapshot(
         repo_id,
         snapshot.revision,
         commit_sha,
-        snapshot.endpoint,
+        redact_url(snapshot.endpoint),
     )
     try:
         snapshot_download(
@@ -351,7 +410,7 @@ def download_snapshot(
             allow_patterns=snapshot.allow_patterns,
             ignore_patterns=snapshot.ignore_patterns,
             endpoint=snapshot.endpoint,
-            token=token or os.environ.get(HF_TOKEN_ENV) or None,
+            token=hub_token(snapshot.endpoint, token, allow_insecure=allow_insecure_token),
         )
     except (HfHubHTTPError, OSError) as e:
         raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e
@@ -363,7 +422,7 @@ def download_snapshot(
         repo_id=repo_id,
         revision=snapshot.revision,
         commit_sha=commit_sha,
-        endpoint=snapshot.endpoint,
+        endpoint=redact_url(snapshot.endpoint),
     )
     if not manifest.files:
         raise DownloadError(f"no files were downloaded for {repo_id}@{commit_sha}")
@@ -389,6 +448,7 @@ def download_model(
     allow_remote_code: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
+    allow_insecure_token: bool | None = None,
 ) -> DownloadManifest:
     """Download a model repository at an exact commit and write its manifest.
 
@@ -402,7 +462,10 @@ def download_model(
         allow_remote_code: Accept configs that declare custom code (see
             :func:`check_remote_code`).
         endpoint: Hub or mirror URL; defaults to ``$HF_ENDPOINT`` then the public hub.
-        token: Access token; defaults to ``$HF_TOKEN``.
+        token: Access token; defaults to ``$HF_TOKEN``. Sent only to ``https://`` or loopback
+            endpoints (see :func:`hub_token`).
+        allow_insecure_token: Send the token over plain ``http://`` to other hosts too; None
+            reads ``$MODELGATE_ALLOW_INSECURE_TOKEN``.
 
     Returns:
         The manifest, also written to ``<target_dir>/modelgate-manifest.json``.
@@ -421,8 +484,11 @@ def download_model(
         allow_remote_code=allow_remote_code,
         endpoint=endpoint,
         token=token,
+        allow_insecure_token=allow_insecure_token,
     )
-    return download_snapshot(snapshot, target_dir=target_dir, token=token)
+    return download_snapshot(
+        snapshot, target_dir=target_dir, token=token, allow_insecure_token=allow_insecure_token
+    )
 
 
 @dataclass
@@ -445,6 +511,7 @@ def download_to_store(
     allow_remote_code: bool = False,
     endpoint: str | None = None,
     token: str | None = None,
+    allow_insecure_token: bool | None = None,
 ) -> StoredModel:
     """Download a repository at an exact commit into the model store, once.
 
@@ -461,7 +528,10 @@ def download_to_store(
         allow_pickle: Accept pickle-only weights.
         allow_remote_code: Accept configs that declare custom code (never run).
         endpoint: Hub or mirror URL.
-        token: Access token; defaults to ``$HF_TOKEN``.
+        token: Access token; defaults to ``$HF_TOKEN``. Sent only to ``https://`` or loopback
+            endpoints (see :func:`hub_token`).
+        allow_insecure_token: Send the token over plain ``http://`` to other hosts too; None
+            reads ``$MODELGATE_ALLOW_INSECURE_TOKEN``.
 
     Returns:
         Where the model is, its manifest, and whether it was already stored.
@@ -482,6 +552,7 @@ def download_to_store(
         allow_remote_code=allow_remote_code,
         endpoint=endpoint,
         token=token,
+        allow_insecure_token=allow_insecure_token,
     )
     key = base_key(repo_id, snapshot.commit_sha, fingerprint=snapshot.fingerprint)
     if model_store.is_complete(key):
@@ -490,7 +561,9 @@ def download_to_store(
         logger.info("%s@%s is already stored at %s", repo_id, snapshot.commit_sha, uri)
         return StoredModel(uri=uri, manifest=manifest, reused=True)
     with model_store.writer(
-        key, source=f"{snapshot.endpoint}/{repo_id}@{snapshot.commit_sha}"
+        key, source=f"{redact_url(snapshot.endpoint)}/{repo_id}@{snapshot.commit_sha}"
     ) as d:
-        manifest = download_snapshot(snapshot, target_dir=d, token=token)
+        manifest = download_snapshot(
+            snapshot, target_dir=d, token=token, allow_insecure_token=allow_insecure_token
+        )
     return StoredModel(uri=model_store.uri(key), manifest=manifest, reused=False)

@@ -24,15 +24,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from modelgate.constants import HF_ENDPOINT_ENV
+from modelgate.constants import HF_ENDPOINT_ENV, HF_TOKEN_ENV
+from modelgate.credentials import insecure_allowed, is_secure_transport, token_for
 from modelgate.errors import ConfigError, EvaluationError
-from modelgate.storage import fetch, fetched, scheme_of, work_dir
+from modelgate.storage import fetch_input, fetched, scheme_of, work_dir
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["hf", "vllm", "local-completions"]
 BACKENDS: tuple[str, ...] = get_args(Backend)
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+#: Stops huggingface_hub from sending its stored login when no token is given.
+NO_IMPLICIT_TOKEN_ENV = {"HF_HUB_DISABLE_IMPLICIT_TOKEN": "1"}
 
 
 @dataclass
@@ -317,6 +320,10 @@ def resolve_tasks(tasks: list[str], *, task_dir: str | None = None) -> Any:
 def prepare_task_dir(task_dir: str) -> Path:
     """A usable task folder: fetched if stored, with ``data_files`` made to point inside it.
 
+    A stored folder is a private copy checked against the content digest in its key
+    (``inputs/tasks-<digest>``) before lm-eval reads it, since lm-eval runs the ``!function``
+    code of task files.
+
     Task YAMLs often name their data with a path of the machine that wrote them (or a path
     relative to it); once the folder has travelled through the model store those paths are
     wrong. A ``dataset_kwargs.data_files`` entry whose file is not there but whose relative
@@ -324,12 +331,13 @@ def prepare_task_dir(task_dir: str) -> Path:
 
     Raises:
         ConfigError: The folder does not exist.
-        StorageError: A stored folder could not be fetched.
+        StorageError: A stored folder could not be fetched, or its content does not match the
+            digest in its key.
     """
     import yaml
 
     if scheme_of(task_dir) in ("s3", "file"):
-        folder = fetch(task_dir)
+        folder = fetch_input(task_dir, kind="tasks")
     else:
         folder = Path(task_dir)
         if not folder.is_dir():
@@ -414,6 +422,27 @@ def build_model_args(
     return args | (extra or {})
 
 
+def guard_hub_token(*, allow_insecure: bool | None = None) -> bool:
+    """Keep ``$HF_TOKEN`` (and huggingface_hub's stored login) away from an insecure endpoint.
+
+    lm-eval, datasets and huggingface_hub read the token from the environment. When
+    ``$HF_ENDPOINT`` is plain ``http://`` to a host other than this machine and insecure sending
+    is not allowed (``allow_insecure`` or ``$MODELGATE_ALLOW_INSECURE_TOKEN=1``), ``HF_TOKEN`` is
+    removed from this process's environment with a warning and the implicit token is turned off.
+
+    Returns:
+        True when a token was dropped.
+    """
+    endpoint = os.environ.get(HF_ENDPOINT_ENV) or "https://huggingface.co"
+    if is_secure_transport(endpoint) or insecure_allowed(allow_insecure):
+        return False
+    os.environ.update(NO_IMPLICIT_TOKEN_ENV)
+    token = os.environ.get(HF_TOKEN_ENV)
+    if token_for(endpoint, token, allow_insecure=False, what=HF_TOKEN_ENV) is None:
+        os.environ.pop(HF_TOKEN_ENV, None)
+    return bool(token)
+
+
 def evaluate_model(
     model: str,
     *,
@@ -433,11 +462,14 @@ def evaluate_model(
     hf_endpoint: str | None = None,
     model_args: dict[str, Any] | None = None,
     seed: int = 1234,
+    allow_insecure_token: bool | None = None,
 ) -> EvalResult:
     """Run lm-eval and return parsed metrics.
 
     Datasets come from the Hub (or the mirror at ``hf_endpoint``, with ``$HF_TOKEN``) unless
-    ``offline`` is set, which only works when every dataset is cached or local.
+    ``offline`` is set, which only works when every dataset is cached or local. ``$HF_TOKEN``
+    goes only to an ``https://`` endpoint or a loopback ``http://`` mirror (see
+    :func:`guard_hub_token`).
 
     Args:
         model: Model directory or stored model URI (``s3://``, ``file://``) for ``hf``/``vllm``;
@@ -459,6 +491,8 @@ def evaluate_model(
         hf_endpoint: Hub mirror for datasets and tokenizers (sets ``HF_ENDPOINT``).
         model_args: Extra lm-eval model arguments, merged last.
         seed: Random seed for lm-eval.
+        allow_insecure_token: Let ``$HF_TOKEN`` go over plain ``http://`` to another host; None
+            reads ``$MODELGATE_ALLOW_INSECURE_TOKEN``.
 
     Returns:
         Parsed per-task metrics.
@@ -475,6 +509,7 @@ def evaluate_model(
         os.environ.update(OFFLINE_ENV)
     if hf_endpoint:
         os.environ[HF_ENDPOINT_ENV] = hf_endpoint
+    guard_hub_token(allow_insecure=allow_insecure_token)
     work_dir()  # puts the Hub caches on the pipeline's work volume when one is mounted
     with contextlib.ExitStack() as stack:
         if backend != "local-completions" and scheme_of(model) in ("s3", "file"):
