@@ -11,26 +11,66 @@ Stores:
   InferenceService's service account carries for KServe's storage initializer.
 * ``file:///path`` - a local folder, for runs on one machine.
 
-Layout under the store root (one folder per model, written completely or not at all)::
+Layout under the store root (one folder per key, written completely or not at all)::
 
-    <model-slug>/<commit-sha>/base/                    the downloaded snapshot
+    <model-slug>/<commit-sha>/base-<fingerprint>/      the downloaded snapshot
     <model-slug>/<commit-sha>/<scheme>-<fingerprint>/  a quantized candidate
     inputs/<kind>-<digest>/                            task folders, calibration data
+    .staging/<host>-<pid>-<id>/                        file:// only: folders being written
 
 Every folder ends with :data:`MARKER` (written last), which lists its files and sizes: a folder
 without it is incomplete and is never served. No folder name is a string prefix of a sibling's,
 because KServe's S3 downloader lists objects by raw string prefix and would also fetch a sibling
 ``base-old/`` for ``base`` (``kserve_storage.Storage._download_s3``).
+
+Concurrent writers (first writer wins)
+--------------------------------------
+
+Several runs may publish the same key at once (two releases of one commit, a retried step).
+A complete folder is never deleted or overwritten: the first writer to publish wins, later
+writers discard their copy and use the winner's, and readers see a complete folder or none.
+
+* ``file://``: a writer fills ``<root>/.staging/<host>-<pid>-<id>/`` (same file system), writes
+  the marker into it and moves the whole folder into place with one ``os.rename``. Renaming a
+  folder onto a path that does not exist is atomic on POSIX and fails (``ENOTEMPTY``/``EEXIST``)
+  onto a complete folder, so exactly one rename lands; the losers delete only their staging.
+* ``s3://``: S3 has no rename, so each writer uploads under its own folder
+  ``<key>/<id>/`` (``<id>``: 32 random hex digits, with a copy of the marker), then creates the
+  key's marker ``<key>/modelgate-store.json`` with a conditional put (``If-None-Match: *``).
+  S3 lets exactly one such put create the object; its marker names the winner's ``<id>``
+  (``"folder"``) and is never written again. A writer whose put fails (412
+  ``PreconditionFailed``, or 409 ``ConditionalRequestConflict`` retried until it is decided)
+  re-reads the marker and, unless it names its own folder, deletes its own ``<id>/`` only.
+  Why not upload to ``<key>/`` itself and rely on keys being content-addressed: the keys of
+  inputs are (a digest of their bytes), and Hub files at a commit sha are immutable, but a
+  quantized folder is not byte-for-byte reproducible (kernels, timestamps in records) and every
+  folder holds a manifest written at run time, so two writers' files under one prefix could mix.
+  With a folder per writer no object is ever written by two writers, so nothing can mix.
+  :meth:`S3Store.uri` follows the marker to ``s3://bucket/<key>/<id>``: that is the URI handed to
+  KServe, whose downloader then sees exactly the winner's files. Folders written before this
+  layout (files directly under ``<key>/``, a marker without ``"folder"``) are still read.
+
+Readers (:meth:`~ModelStore.is_complete`, :func:`fetch`, :func:`read_file`) read only what a marker
+describes, after checking that each of its paths is relative and stays inside the folder.
+Staging left by killed runs is removed by the next writer: ``file://`` staging folders whose
+process is gone (same host) or older than :data:`STALE_STAGING_S`, and on S3 the ``<key>/<id>/``
+folders the marker does not name whose newest object is older than that (listings are bounded by
+:data:`CLEAN_LIMIT`). A writer alive for longer than :data:`STALE_STAGING_S` may lose its staging.
+Every failure of the store is a :class:`~modelgate.errors.StorageError` naming the key.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import itertools
 import json
 import logging
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -42,6 +82,7 @@ from urllib.parse import unquote, urlsplit
 
 from modelgate.errors import ConfigError, StorageError
 from modelgate.placement import WORK_DIR, WORK_DIR_ENV
+from modelgate.retry import backoff
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +91,34 @@ MARKER = "modelgate-store.json"
 KSERVE_SCHEMES = ("s3", "gs", "pvc", "oci", "hf")
 STORE_SCHEMES = ("s3", "file")
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+#: Staging folders (and unpublished S3 writer folders) older than this are removed by the next
+#: writer even when their owner cannot be shown to be gone.
+STALE_STAGING_S = 24 * 3600.0
+#: Entries one cleanup looks at, at most (a bounded listing).
+CLEAN_LIMIT = 1000
+STAGING_DIR = ".staging"
+#: Under :func:`work_dir`: local copies being uploaded to S3, or downloaded from it.
+SCRATCH_DIR = "modelgate-staging"
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_OWNER = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{32}$")
+_FOLDER = re.compile(r"^[0-9a-f]{32}$")
+_MISSING = ("404", "NoSuchKey", "NotFound")
+#: Hex digits of the content digest in a staged input's key (``inputs/<kind>-<digest>``).
+DIGEST_CHARS = 16
+
+
+#: Free space a fallback work folder needs at least (models take GBs: less fails at once).
+MIN_FALLBACK_FREE = 2 * 1024**3
+#: Under the temp folder: the work folder when the configured one is not writable.
+FALLBACK_WORK_DIR = "modelgate-work"
+WORK_DIR_FIX = (
+    "give pipeline pods an fsGroup (KFP cannot set one: OpenShift's restricted SCC does, "
+    "elsewhere a mutating policy adding spec.securityContext.fsGroup), use a storage class "
+    "whose volumes the images' user (uid 1001, gid 0) can write, "
+    f"or set {WORK_DIR_ENV} to a writable folder with room for the model"
+)
+_warned: set[str] = set()
 
 
 def work_dir() -> Path:
@@ -58,17 +127,81 @@ def work_dir() -> Path:
 
     With the work volume mounted, Hugging Face caches (``HF_HOME``) move onto it too, so a
     multi-GB dataset or tokenizer download does not fill the container's root disk.
+
+    The folder is checked for writing. The work volume (a generic ephemeral volume) is
+    root:root 0755 on block-storage classes while the images run as uid 1001, and KFP's
+    executor config cannot set the pod's ``fsGroup`` that would fix it: then
+    ``<temp>/modelgate-work`` on the pod's own disk is used instead, with a warning that names
+    the cause and the fix, if it has :data:`MIN_FALLBACK_FREE` bytes free.
+
+    Raises:
+        StorageError: Neither the folder nor the fallback is writable with room (one line,
+            with the fix).
     """
     configured = os.environ.get(WORK_DIR_ENV)
+    volume = False
     if configured:
         path = Path(configured)
     elif Path(WORK_DIR).is_dir():
-        path = Path(WORK_DIR)
-        os.environ["HF_HOME"] = str(path / "hf")
+        path, volume = Path(WORK_DIR), True
     else:
         path = Path(tempfile.gettempdir())
-    path.mkdir(parents=True, exist_ok=True)
+    problem = _not_writable(path)
+    if problem is not None:
+        path = _fallback_work_dir(path, problem)
+    if volume:
+        os.environ["HF_HOME"] = str(path / "hf")
     return path
+
+
+def _not_writable(path: Path) -> str | None:
+    """Why this process cannot create files in ``path`` (None: it can); creates ``path``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"it cannot be created: {e.strerror or e}"
+    if not os.access(path, os.W_OK | os.X_OK):
+        st = path.stat()
+        return (
+            f"it is {st.st_uid}:{st.st_gid} mode {st.st_mode & 0o7777:04o} and this process runs "
+            f"as uid {os.getuid()} gid {os.getgid()}"
+        )
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".modelgate-write-check-")
+    except OSError as e:
+        return f"writing there fails: {e.strerror or e}"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _fallback_work_dir(path: Path, problem: str) -> Path:
+    """``<temp>/modelgate-work`` instead of the unwritable ``path``, with a warning.
+
+    Raises:
+        StorageError: The fallback is not writable either, or has too little room.
+    """
+    fallback = Path(tempfile.gettempdir()) / FALLBACK_WORK_DIR
+    trouble = _not_writable(fallback) if fallback != path else "it is the same folder"
+    if trouble is None:
+        free = shutil.disk_usage(fallback).free
+        if free >= MIN_FALLBACK_FREE:
+            if str(path) not in _warned:
+                _warned.add(str(path))
+                logger.warning(
+                    "work folder %s is not writable (%s): using %s on the pod's own disk "
+                    "instead, which may be too small for the model; fix: %s",
+                    path,
+                    problem,
+                    fallback,
+                    WORK_DIR_FIX,
+                )
+            return fallback
+        trouble = f"it has only {free / 1024**3:.1f} GiB free"
+    raise StorageError(
+        f"work folder {path} is not writable ({problem}) and the fallback {fallback} is no "
+        f"better ({trouble}); fix: {WORK_DIR_FIX}"
+    )
 
 
 def scheme_of(uri: str) -> str:
@@ -98,36 +231,95 @@ class StoredFile:
     size: int
 
 
-def _listing(folder: Path) -> list[StoredFile]:
-    return [
+def _listing(folder: Path, *, key: str = "") -> list[StoredFile]:
+    files = [
         StoredFile(p.relative_to(folder).as_posix(), p.stat().st_size)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and p.name != MARKER
     ]
+    for f in files:
+        reason = unsafe_path(f.path)
+        if reason:  # readers refuse such a marker entry, so never write one
+            raise StorageError(f"cannot store {key or folder!r}: file name {f.path!r} {reason}")
+    return files
 
 
-def _marker_text(files: list[StoredFile], source: str) -> str:
-    return json.dumps(
-        {
-            "files": [f.__dict__ for f in files],
-            "bytes": sum(f.size for f in files),
-            "source": source,
-            "written_at": time.time(),
-        },
-        indent=1,
-    )
+def _marker_text(files: list[StoredFile], source: str, *, folder: str | None = None) -> str:
+    doc: dict[str, Any] = {
+        "files": [f.__dict__ for f in files],
+        "bytes": sum(f.size for f in files),
+        "source": source,
+        "written_at": time.time(),
+    }
+    if folder:
+        doc["folder"] = folder  # S3: the writer folder this key's marker publishes
+    return json.dumps(doc, indent=1)
 
 
-def read_marker(text: str) -> list[StoredFile]:
-    """The file list of a marker.
+def unsafe_path(path: object) -> str | None:
+    """Why ``path`` may not name a file inside a stored folder, or None when it may.
+
+    Allowed: a non-empty, relative, ``/``-separated path without ``.``/``..``/empty parts,
+    backslashes, NUL or a drive letter, so joining it to a folder stays inside the folder.
+    """
+    if not isinstance(path, str) or not path:
+        return "not a non-empty string"
+    if "\\" in path or "\0" in path:
+        return "has a backslash or NUL"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        return "is absolute"
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "has an empty, '.' or '..' part"
+    return None
+
+
+def _check_key(key: str) -> str:
+    key = key.strip("/")
+    reason = unsafe_path(key)
+    if reason:
+        raise StorageError(f"store key {key!r} {reason}; keys are relative '/'-separated paths")
+    return key
+
+
+@dataclass(frozen=True)
+class _Marker:
+    """A parsed, validated marker."""
+
+    files: list[StoredFile]
+    folder: str | None  # S3 keys: the writer folder holding the files
+    doc: dict[str, Any]
+
+    def local_text(self) -> str:
+        """The marker of a copy whose files sit directly in its folder."""
+        return json.dumps({k: v for k, v in self.doc.items() if k != "folder"}, indent=1)
+
+
+def _parse_marker(text: str | bytes, *, where: str) -> _Marker:
+    try:
+        doc = json.loads(text)
+        files = [StoredFile(f["path"], int(f["size"])) for f in doc["files"]]
+        folder = doc.get("folder")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise StorageError(f"{where}: {MARKER} is not a modelgate store marker: {e}") from e
+    for f in files:
+        reason = unsafe_path(f.path)
+        if reason or f.size < 0:
+            raise StorageError(
+                f"{where}: {MARKER} lists the unsafe file {f.path!r} "
+                f"({reason or 'negative size'}); refusing to read the folder"
+            )
+    if folder is not None and not (isinstance(folder, str) and _FOLDER.match(folder)):
+        raise StorageError(f"{where}: {MARKER} names the unsafe folder {folder!r}")
+    return _Marker(files=files, folder=folder, doc=doc)
+
+
+def read_marker(text: str, *, uri: str = "") -> list[StoredFile]:
+    """The file list of a marker, every path checked with :func:`unsafe_path`.
 
     Raises:
-        StorageError: The marker is not one modelgate wrote.
+        StorageError: The marker is not one modelgate wrote, or lists a path outside its folder.
     """
-    try:
-        return [StoredFile(str(f["path"]), int(f["size"])) for f in json.loads(text)["files"]]
-    except (ValueError, KeyError, TypeError) as e:
-        raise StorageError(f"{MARKER} is not a modelgate store marker: {e}") from e
+    return _parse_marker(text, where=uri or MARKER).files
 
 
 def verify(folder: Path, expected: list[StoredFile], *, uri: str) -> None:
@@ -139,13 +331,82 @@ def verify(folder: Path, expected: list[StoredFile], *, uri: str) -> None:
     problems = []
     for f in expected:
         path = folder / f.path
-        if not path.is_file():
+        try:
+            size = path.stat().st_size if path.is_file() else None
+        except OSError as e:
+            raise StorageError(f"cannot check {f.path} of {uri}: {e}") from e
+        if size is None:
             problems.append(f"{f.path} missing")
-        elif path.stat().st_size != f.size:
-            problems.append(f"{f.path} has {path.stat().st_size} bytes, expected {f.size}")
+        elif size != f.size:
+            problems.append(f"{f.path} has {size} bytes, expected {f.size}")
     if problems:
         more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
         raise StorageError(f"fetch of {uri} is incomplete: {'; '.join(problems[:5])}{more}")
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists here (no side effects: never reaps a child)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _owned_name() -> str:
+    """``<host>-<pid>-<id>``: a staging name that tells a later run whether its owner is gone."""
+    return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex}"
+
+
+def _stale(path: Path, *, now: float) -> bool:
+    owner = _OWNER.search(path.name)
+    if owner and owner["host"] == _HOST and not _pid_exists(int(owner["pid"])):
+        return True
+    try:
+        return now - path.lstat().st_mtime > STALE_STAGING_S
+    except FileNotFoundError:
+        return False
+
+
+def clean_staging(parent: Path) -> int:
+    """Remove the stale staging folders in ``parent`` (see the module docstring).
+
+    Looks at :data:`CLEAN_LIMIT` entries at most; problems are logged, never raised (a leftover
+    costs disk, not correctness).
+
+    Returns:
+        How many folders were removed.
+    """
+    removed = 0
+    now = time.time()
+    try:
+        with os.scandir(parent) as entries:
+            for entry in itertools.islice(entries, CLEAN_LIMIT):
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False) and _stale(path, now=now):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        logger.warning("cannot clean staging leftovers in %s: %s", parent, e)
+    if removed:
+        logger.info("removed %d staging leftover(s) of killed runs in %s", removed, parent)
+    return removed
+
+
+def _scratch(kind: str) -> Path:
+    """A new private folder under ``work_dir()/modelgate-staging`` (stale ones are removed)."""
+    parent = work_dir() / SCRATCH_DIR
+    clean_staging(parent)
+    path = parent / f"{kind}-{_owned_name()}"
+    try:
+        path.mkdir(parents=True)
+    except OSError as e:
+        raise StorageError(f"cannot make a scratch folder in {parent}: {e}") from e
+    return path
 
 
 class ModelStore(Protocol):
@@ -171,36 +432,73 @@ class ModelStore(Protocol):
 
 
 class FileStore:
-    """A :class:`ModelStore` in a local folder; folders are moved into place atomically."""
+    """A :class:`ModelStore` in a local folder; folders are renamed into place, first one wins."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.path = Path(root).absolute()
         self.root = self.path.as_uri()
 
+    def _folder(self, key: str) -> Path:
+        return self.path / _check_key(key)
+
     def uri(self, key: str) -> str:
-        """``file://`` URI of ``key``."""
-        return (self.path / key).as_uri()
+        """``file://`` URI of ``key``.
+
+        Raises:
+            StorageError: ``key`` is not a relative path.
+        """
+        return self._folder(key).as_uri()
 
     def is_complete(self, key: str) -> bool:
-        """True if ``key`` has its marker."""
-        return (self.path / key / MARKER).is_file()
+        """True if ``key`` has its marker.
+
+        Raises:
+            StorageError: ``key`` is not a relative path.
+        """
+        return (self._folder(key) / MARKER).is_file()
 
     @contextlib.contextmanager
     def writer(self, key: str, *, source: str = "") -> Iterator[Path]:
-        """Stage in ``<root>/.staging/`` and rename into place on success."""
-        staging = self.path / ".staging" / f"{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
+        """Stage in ``<root>/.staging/`` and rename the whole folder into place on success.
+
+        If another writer stored ``key`` first, this copy is discarded and the winner's kept.
+        A block that raises leaves nothing behind.
+
+        Raises:
+            StorageError: The staging folder cannot be made, or the folder cannot be stored.
+        """
+        final = self._folder(key)
+        staging = self.path / STAGING_DIR / _owned_name()
+        clean_staging(staging.parent)
+        try:
+            staging.mkdir(parents=True)
+        except OSError as e:
+            raise StorageError(f"cannot stage {key!r} in {self.root}: {e}") from e
         try:
             yield staging
-            (staging / MARKER).write_text(_marker_text(_listing(staging), source))
-            final = self.path / key
-            final.parent.mkdir(parents=True, exist_ok=True)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(staging, final)
-            logger.info("stored %s", final)
+            self._publish(key, staging, final, source=source)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish(self, key: str, staging: Path, final: Path, *, source: str) -> None:
+        if self.is_complete(key):
+            logger.info("%s is already stored; keeping the first writer's copy", final)
+            return
+        try:
+            (staging / MARKER).write_text(_marker_text(_listing(staging, key=key), source))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(staging, final)  # atomic; fails onto an existing, non-empty folder
+        except OSError as e:
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and self.is_complete(key):
+                logger.info("%s was stored by another writer first; keeping its copy", final)
+                return
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise StorageError(
+                    f"cannot store {key!r}: {final} exists without {MARKER} (not written by "
+                    "modelgate's store); move it away and retry"
+                ) from e
+            raise StorageError(f"cannot store {key!r} in {self.root}: {e}") from e
+        logger.info("stored %s", final)
 
     def check_writable(self) -> None:
         """Write a probe file in the root, or check its nearest existing parent (creates none)."""
@@ -267,8 +565,49 @@ def _s3_error(e: Exception, *, action: str, bucket: str) -> StorageError:
     return StorageError(f"{action}: {type(e).__name__}: {e}")
 
 
+@contextlib.contextmanager
+def _s3_errors(*, action: str, bucket: str) -> Iterator[None]:
+    """Re-raise botocore, boto3 transfer and local file errors as :class:`StorageError` naming
+    ``action`` (a transfer error is described by the S3 error behind it)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as e:
+        raise _s3_error(e, action=action, bucket=bucket) from e
+    except Boto3Error as e:  # S3UploadFailedError, RetriesExceededError of upload/download_file
+        behind = e.__cause__ or e.__context__
+        if isinstance(behind, (BotoCoreError, ClientError)):
+            raise _s3_error(behind, action=action, bucket=bucket) from e
+        raise StorageError(f"{action}: {type(e).__name__}: {e}") from e
+    except OSError as e:
+        raise StorageError(f"{action}: {e}") from e
+
+
+def _code(e: Exception) -> str:
+    return str(getattr(e, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _s3_marker(client: Any, bucket: str, prefix: str) -> _Marker | None:
+    """The parsed marker of the folder at ``prefix``, None if it has none (botocore errors pass)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/{MARKER}")["Body"].read()
+    except ClientError as e:
+        if _code(e) in _MISSING:
+            return None
+        raise
+    return _parse_marker(body, where=f"s3://{bucket}/{prefix}")
+
+
+class _ClaimConflict(StorageError):
+    """S3 answered 409 ConditionalRequestConflict: another conditional put was in flight."""
+
+
 class S3Store:
-    """A :class:`ModelStore` under ``s3://bucket/prefix``."""
+    """A :class:`ModelStore` under ``s3://bucket/prefix``; the first writer's marker wins."""
 
     def __init__(self, root: str, *, client: Any | None = None) -> None:
         self.bucket, self.prefix = _s3_parts(root)
@@ -283,25 +622,32 @@ class S3Store:
         return self._client
 
     def _key(self, key: str) -> str:
-        return f"{self.prefix}/{key.strip('/')}".strip("/")
+        return f"{self.prefix}/{_check_key(key)}".strip("/")
 
-    def uri(self, key: str) -> str:
-        """``s3://`` URI of ``key``."""
+    def _key_uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
-    def is_complete(self, key: str) -> bool:
-        """True if ``key``'s marker object exists."""
-        from botocore.exceptions import BotoCoreError, ClientError
+    def _marker(self, key: str) -> _Marker | None:
+        with _s3_errors(action=f"reading {self._key_uri(key)}", bucket=self.bucket):
+            return _s3_marker(self.client, self.bucket, self._key(key))
 
-        try:
-            self.client.head_object(Bucket=self.bucket, Key=f"{self._key(key)}/{MARKER}")
-            return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                return False
-            raise _s3_error(e, action=f"reading {self.uri(key)}", bucket=self.bucket) from e
-        except BotoCoreError as e:
-            raise _s3_error(e, action=f"reading {self.uri(key)}", bucket=self.bucket) from e
+    def uri(self, key: str) -> str:
+        """``s3://`` URI of ``key``'s files: the published writer folder once complete.
+
+        Raises:
+            StorageError: The marker cannot be read.
+        """
+        marker = self._marker(key)
+        base = self._key_uri(key)
+        return f"{base}/{marker.folder}" if marker and marker.folder else base
+
+    def is_complete(self, key: str) -> bool:
+        """True if ``key`` has a valid marker.
+
+        Raises:
+            StorageError: The marker cannot be read or is not a valid one.
+        """
+        return self._marker(key) is not None
 
     def _delete_prefix(self, prefix: str) -> None:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -310,39 +656,130 @@ class S3Store:
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys})
 
-    @contextlib.contextmanager
-    def writer(self, key: str, *, source: str = "") -> Iterator[Path]:
-        """Stage in the work dir; upload every file, then the marker, on success."""
+    def _discard(self, prefix: str) -> None:
+        """Delete this writer's own folder; a failure leaves it to :meth:`clean_staging`."""
         from botocore.exceptions import BotoCoreError, ClientError
 
-        staging = Path(tempfile.mkdtemp(prefix="store-", dir=work_dir()))
+        try:
+            self._delete_prefix(prefix)
+        except (BotoCoreError, ClientError) as e:
+            logger.warning(
+                "could not delete s3://%s/%s/ (%s); a later run will", self.bucket, prefix, e
+            )
+
+    def clean_staging(self, key: str) -> int:
+        """Delete ``key``'s writer folders that its marker does not name and whose newest object
+        is older than :data:`STALE_STAGING_S` (killed or failed writers).
+
+        Returns:
+            How many folders were deleted.
+
+        Raises:
+            StorageError: S3 cannot be listed.
+        """
+        full = self._key(key)
+        removed = 0
+        with _s3_errors(action=f"cleaning staging of {self._key_uri(key)}", bucket=self.bucket):
+            marker = _s3_marker(self.client, self.bucket, full)
+            page = self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=f"{full}/", Delimiter="/", MaxKeys=CLEAN_LIMIT
+            )
+            now = time.time()
+            for common in page.get("CommonPrefixes", []):
+                folder = common["Prefix"][len(full) + 1 :].rstrip("/")
+                if not _FOLDER.match(folder) or (marker and marker.folder == folder):
+                    continue
+                objects = self.client.list_objects_v2(
+                    Bucket=self.bucket, Prefix=common["Prefix"], MaxKeys=CLEAN_LIMIT
+                ).get("Contents", [])
+                newest = max((o["LastModified"].timestamp() for o in objects), default=now)
+                if now - newest <= STALE_STAGING_S:
+                    continue
+                current = _s3_marker(self.client, self.bucket, full)  # it may have just landed
+                if current and current.folder == folder:
+                    continue
+                self._delete_prefix(f"{full}/{folder}")
+                removed += 1
+        if removed:
+            logger.info("removed %d stale writer folder(s) under %s", removed, self._key_uri(key))
+        return removed
+
+    @contextlib.contextmanager
+    def writer(self, key: str, *, source: str = "") -> Iterator[Path]:
+        """Stage in the work dir; on success upload to a folder of this writer's own, then
+        publish it with the key's marker unless another writer published first.
+
+        Raises:
+            StorageError: S3 refused a request, or the local staging failed.
+        """
+        self.clean_staging(key)
+        staging = _scratch("store")
         try:
             yield staging
-            files = _listing(staging)
-            full = self._key(key)
-            started = time.monotonic()
-            try:
-                self._delete_prefix(full)  # a rewrite leaves no stale files behind
-                for f in files:
-                    self.client.upload_file(str(staging / f.path), self.bucket, f"{full}/{f.path}")
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=f"{full}/{MARKER}",
-                    Body=_marker_text(files, source).encode(),
-                )
-            except (BotoCoreError, ClientError) as e:
-                raise _s3_error(
-                    e, action=f"uploading to {self.uri(key)}", bucket=self.bucket
-                ) from e
-            logger.info(
-                "uploaded %d files (%d bytes) to %s in %.1fs",
-                len(files),
-                sum(f.size for f in files),
-                self.uri(key),
-                time.monotonic() - started,
-            )
+            self._publish(key, staging, source=source)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish(self, key: str, staging: Path, *, source: str) -> None:
+        full, where = self._key(key), self._key_uri(key)
+        if self.is_complete(key):
+            logger.info("%s is already stored; keeping the first writer's copy", where)
+            return
+        started = time.monotonic()
+        folder = uuid.uuid4().hex
+        own = f"{full}/{folder}"
+        with _s3_errors(action=f"uploading to {where}", bucket=self.bucket):
+            files = _listing(staging, key=key)
+            try:
+                for f in files:
+                    self.client.upload_file(str(staging / f.path), self.bucket, f"{own}/{f.path}")
+                self.client.put_object(  # the copy KServe downloads with the files
+                    Bucket=self.bucket, Key=f"{own}/{MARKER}", Body=_marker_text(files, source)
+                )
+            except BaseException:
+                self._discard(own)
+                raise
+            # no discard if this fails: the marker may name the folder (else it goes stale)
+            won = self._claim(key, folder, _marker_text(files, source, folder=folder))
+        if not won:
+            self._discard(own)
+            logger.info("%s was stored by another writer first; keeping its copy", where)
+            return
+        logger.info(
+            "uploaded %d files (%d bytes) to %s/%s in %.1fs",
+            len(files),
+            sum(f.size for f in files),
+            where,
+            folder,
+            time.monotonic() - started,
+        )
+
+    def _claim(self, key: str, folder: str, text: str) -> bool:
+        """Create ``key``'s marker naming ``folder`` unless it exists; True if ours is there."""
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+
+        def put() -> None:
+            try:
+                self.client.put_object(
+                    Bucket=self.bucket, Key=f"{full}/{MARKER}", Body=text, IfNoneMatch="*"
+                )
+            except ClientError as e:
+                if _code(e) in ("PreconditionFailed", "412"):
+                    return  # another writer's marker is there
+                if _code(e) in ("ConditionalRequestConflict", "409"):
+                    raise _ClaimConflict(
+                        f"publishing {self._key_uri(key)}: another writer was publishing it at "
+                        "the same moment; retry"
+                    ) from e
+                raise
+
+        backoff(put, retry_on=(_ClaimConflict,), attempts=5, base_delay=0.2, what="publishing")
+        # the marker decides, not the put's answer: a put retried after a lost reply answers 412
+        # though it landed, and a server without atomic conditional puts may accept two
+        marker = _s3_marker(self.client, self.bucket, full)
+        return marker is not None and marker.folder == folder
 
     def check_writable(self) -> None:
         """Put and delete a probe object under the prefix."""
@@ -374,48 +811,72 @@ def open_store(uri: str) -> ModelStore:
     )
 
 
+def _file_marker(folder: Path, *, uri: str) -> _Marker:
+    try:
+        text = (folder / MARKER).read_text()
+    except (FileNotFoundError, NotADirectoryError) as e:
+        raise StorageError(f"{uri} is not a complete stored folder (no {MARKER})") from e
+    except OSError as e:
+        raise StorageError(f"cannot read {MARKER} of {uri}: {e}") from e
+    return _parse_marker(text, where=uri)
+
+
+def _s3_folder_marker(client: Any, uri: str) -> tuple[str, str, _Marker]:
+    """Bucket, prefix of the files, and marker of the stored folder ``uri`` (an s3:// URI)."""
+    bucket, prefix = _s3_parts(uri)
+    with _s3_errors(action=f"reading {uri}", bucket=bucket):
+        marker = _s3_marker(client, bucket, prefix)
+    if marker is None:
+        raise StorageError(f"{uri} is not a complete stored folder (no {MARKER})")
+    return bucket, f"{prefix}/{marker.folder}" if marker.folder else prefix, marker
+
+
 def fetch(uri: str, *, dest: Path | None = None) -> Path:
     """A local folder holding the stored folder ``uri``, checked against its marker.
 
     ``file://`` folders are used in place; ``s3://`` folders are downloaded into ``dest``
-    (default: a new folder in :func:`work_dir`).
+    (default: a new folder under :func:`work_dir`). Only the files the marker lists are read;
+    a failed download leaves nothing behind (``dest`` is removed if this call made it, else
+    the files it wrote are).
 
     Raises:
         ConfigError: An unsupported URI.
-        StorageError: The folder is incomplete (no marker) or could not be downloaded.
+        StorageError: The folder is incomplete (no marker), its marker lists an unsafe path,
+            or it could not be downloaded.
     """
     scheme = scheme_of(uri)
     if scheme == "file":
         folder = _file_path(uri)
-        marker = folder / MARKER
-        if not marker.is_file():
-            raise StorageError(f"{uri} is not a complete stored folder (no {MARKER})")
-        verify(folder, read_marker(marker.read_text()), uri=uri)
+        verify(folder, _file_marker(folder, uri=uri).files, uri=uri)
         return folder
     if scheme != "s3":
         raise ConfigError(f"cannot fetch {uri!r}: expected an s3:// or file:// URI")
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, prefix = _s3_parts(uri)
     client = s3_client()
-    target = dest or Path(tempfile.mkdtemp(prefix="fetch-", dir=work_dir()))
+    bucket, data, marker = _s3_folder_marker(client, uri)
     started = time.monotonic()
+    made = dest is None or not dest.exists()
+    target = dest or _scratch("fetch")
+    written: list[Path] = []
     try:
-        body = client.get_object(Bucket=bucket, Key=f"{prefix}/{MARKER}")["Body"].read()
-        files = read_marker(body.decode())
-        for f in files:
-            path = target / f.path
-            path.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, f"{prefix}/{f.path}", str(path))
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise StorageError(f"{uri} is not a complete stored folder (no {MARKER})") from e
-        raise _s3_error(e, action=f"downloading {uri}", bucket=bucket) from e
-    except BotoCoreError as e:
-        raise _s3_error(e, action=f"downloading {uri}", bucket=bucket) from e
-    (target / MARKER).write_bytes(body)
-    verify(target, files, uri=uri)
-    logger.info("fetched %s (%d files) in %.1fs", uri, len(files), time.monotonic() - started)
+        with _s3_errors(action=f"downloading {uri}", bucket=bucket):
+            for f in marker.files:
+                path = target / f.path
+                path.parent.mkdir(parents=True, exist_ok=True)
+                written.append(path)
+                client.download_file(bucket, f"{data}/{f.path}", str(path))
+            written.append(target / MARKER)
+            (target / MARKER).write_text(marker.local_text())
+        verify(target, marker.files, uri=uri)
+    except BaseException:
+        if made:
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            for path in written:
+                path.unlink(missing_ok=True)
+        raise
+    logger.info(
+        "fetched %s (%d files) in %.1fs", uri, len(marker.files), time.monotonic() - started
+    )
     return target
 
 
@@ -432,26 +893,32 @@ def fetched(uri: str) -> Iterator[Path]:
 
 
 def read_file(uri: str, name: str) -> str:
-    """The text of one small file of the stored folder ``uri`` (e.g. its manifest).
+    """The text of one small file of the stored folder ``uri`` (e.g. its manifest, or
+    :data:`MARKER`); only a file its marker lists is read.
 
     Raises:
-        StorageError: The file cannot be read.
+        StorageError: The folder is incomplete, does not list ``name``, or cannot be read.
     """
     scheme = scheme_of(uri)
+    if scheme not in ("s3", "file"):
+        raise ConfigError(f"cannot read {uri!r}: expected an s3:// or file:// URI")
+    if scheme == "file":
+        folder = _file_path(uri)
+        marker = _file_marker(folder, uri=uri)
+    else:
+        client = s3_client()
+        bucket, data, marker = _s3_folder_marker(client, uri)
+    if name == MARKER:
+        return marker.local_text()
+    if name not in {f.path for f in marker.files}:
+        raise StorageError(f"{uri} has no file {name!r} (its {MARKER} does not list it)")
     if scheme == "file":
         try:
-            return (_file_path(uri) / name).read_text()
+            return (folder / name).read_text()
         except OSError as e:
             raise StorageError(f"cannot read {name} of {uri}: {e}") from e
-    if scheme != "s3":
-        raise ConfigError(f"cannot read {uri!r}: expected an s3:// or file:// URI")
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket, prefix = _s3_parts(uri)
-    try:
-        body = s3_client().get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read()
-    except (BotoCoreError, ClientError) as e:
-        raise _s3_error(e, action=f"reading {name} of {uri}", bucket=bucket) from e
+    with _s3_errors(action=f"reading {name} of {uri}", bucket=bucket):
+        body = client.get_object(Bucket=bucket, Key=f"{data}/{name}")["Body"].read()
     return body.decode()
 
 
@@ -487,19 +954,24 @@ def fetch_like_kserve(uri: str, dest: Path) -> Path:
         Storage.download(source, out_dir=str(dest))
     except Exception as e:  # kserve-storage raises many types; keep the cause
         raise StorageError(f"KServe's storage initializer could not fetch {uri}: {e}") from e
-    marker = dest / MARKER
-    if not marker.is_file():
-        raise StorageError(f"{uri} has no {MARKER}: it is not a complete model folder")
-    verify(dest, read_marker(marker.read_text()), uri=uri)
+    marker = _file_marker(dest, uri=uri)
+    if marker.folder:
+        raise StorageError(
+            f"{uri} is a store key whose files are in {uri.rstrip('/')}/{marker.folder}; serve "
+            "the URI the store resolves (ModelStore.uri)"
+        )
+    verify(dest, marker.files, uri=uri)
     logger.info("kserve-storage fetched %s in %.1fs", uri, time.monotonic() - started)
     return dest
 
 
-def digest_path(path: Path) -> str:
-    """sha256 over the relative names and contents of a file or a folder's files."""
+def digest_path(path: Path, *, files: list[Path] | None = None) -> str:
+    """sha256 over the relative names and contents of a file or a folder's files (``files``:
+    only these files of the folder)."""
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
+    if files is None:
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    for f in sorted(files):
         digest.update((f.name if path.is_file() else f.relative_to(path).as_posix()).encode())
         digest.update(b"\0")
         with f.open("rb") as fh:
@@ -522,14 +994,79 @@ def stage_input(store: ModelStore, path: str | os.PathLike[str], *, kind: str) -
     local = Path(path).expanduser().absolute()
     if not local.exists():
         raise ConfigError(f"{kind} {str(path)!r} does not exist")
-    key = f"inputs/{kind}-{digest_path(local)[:16]}"
+    try:
+        key = f"inputs/{kind}-{digest_path(local)[:DIGEST_CHARS]}"
+    except OSError as e:
+        raise StorageError(f"cannot read {kind} {str(path)!r}: {e}") from e
     if not store.is_complete(key):
         with store.writer(key, source=str(local)) as staging:
-            if local.is_file():
-                shutil.copy2(local, staging / local.name)
-            else:
-                shutil.copytree(local, staging, dirs_exist_ok=True)
+            try:
+                if local.is_file():
+                    shutil.copy2(local, staging / local.name)
+                else:
+                    shutil.copytree(local, staging, dirs_exist_ok=True)
+            except (OSError, shutil.Error) as e:
+                raise StorageError(f"cannot stage {str(path)!r} as {key!r}: {e}") from e
     return store.uri(key)
+
+
+def _input_digest(uri: str, *, kind: str) -> str:
+    """The content digest in a staged input's URI: ``.../<kind>-<digest>`` (on S3 possibly
+    followed by the published writer folder)."""
+    parts = urlsplit(uri).path.rstrip("/").split("/")
+    if len(parts) > 1 and _FOLDER.match(parts[-1]) and scheme_of(uri) == "s3":
+        parts.pop()
+    found = re.fullmatch(rf"{re.escape(kind)}-([0-9a-f]{{{DIGEST_CHARS}}})", parts[-1])
+    if not found:
+        raise StorageError(
+            f"{uri} is not a staged {kind} folder (.../inputs/{kind}-<digest>): its content "
+            f"cannot be checked; pass the local folder and let modelgate stage it"
+        )
+    return found[1]
+
+
+def fetch_input(uri: str, *, kind: str) -> Path:
+    """A private copy of the staged input ``uri`` (see :func:`stage_input`), checked against
+    the content digest in its key before anything reads it.
+
+    Task folders hold code that lm-eval runs (``!function``), so a stored folder changed after it
+    was written must not be used. Only the files its marker lists are copied; the copy is the
+    caller's to change (a ``file://`` folder is copied, never used in place).
+
+    Raises:
+        ConfigError: An unsupported URI.
+        StorageError: The input cannot be fetched, its URI names no ``<kind>-<digest>`` key, or
+            its content does not match that digest.
+    """
+    expected = _input_digest(uri, kind=kind)
+    if scheme_of(uri) == "file":
+        source = fetch(uri)
+        files = _file_marker(source, uri=uri).files
+        target = _scratch("fetch")
+        try:
+            for f in files:
+                (target / f.path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source / f.path, target / f.path)
+            (target / MARKER).write_text(_marker_text(files, uri))
+        except OSError as e:
+            shutil.rmtree(target, ignore_errors=True)
+            raise StorageError(f"cannot copy {uri}: {e}") from e
+    else:
+        target = fetch(uri)
+        files = _file_marker(target, uri=uri).files
+    try:
+        actual = digest_path(target, files=[target / f.path for f in files])[:DIGEST_CHARS]
+    except OSError as e:
+        shutil.rmtree(target, ignore_errors=True)
+        raise StorageError(f"cannot read the fetched copy of {uri}: {e}") from e
+    if actual != expected:
+        shutil.rmtree(target, ignore_errors=True)
+        raise StorageError(
+            f"{uri}: content does not match the digest in its key ({kind}-{expected}, content "
+            f"{kind}-{actual}): the stored folder was changed after it was written; refusing to "
+            "use it. Stage the folder again from its source"
+        )
+    return target
 
 
 #: Run parameters that may name a file or folder of the submitting machine, and what it is.

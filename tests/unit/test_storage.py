@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -94,13 +95,17 @@ def test_a_failed_write_leaves_nothing(store):
         fetch(store.uri(key))
 
 
-def test_a_rewrite_leaves_no_stale_files(store, tmp_path):
+def test_a_second_write_keeps_the_first_copy(store, tmp_path):
+    """First writer wins: a complete folder is never deleted or overwritten."""
     key = "org--m/0123abc/w4a16-0123456789ab"
-    with store.writer(key) as folder:
+    with store.writer(key, source="first") as folder:
         _fill(folder, {"old.bin": "old", "config.json": "{}"})
-    with store.writer(key) as folder:
-        _fill(folder, {"config.json": "{}"})
-    assert _tree(fetch(store.uri(key), dest=tmp_path / "f")) == {"config.json": "{}"}
+    first_uri = store.uri(key)
+    with store.writer(key, source="second") as folder:
+        _fill(folder, {"config.json": '{"b": 2}'})
+    assert store.uri(key) == first_uri
+    assert _tree(fetch(first_uri, dest=tmp_path / "f")) == {"old.bin": "old", "config.json": "{}"}
+    assert json.loads(read_file(first_uri, MARKER))["source"] == "first"
 
 
 def test_s3_fetch_reads_only_its_own_folder(s3_store, tmp_path):
@@ -185,3 +190,273 @@ def test_missing_credentials_say_which_variables(monkeypatch, s3_env, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(StorageError, match="no S3 credentials; set AWS_ACCESS_KEY_ID"):
         open_store("s3://b/p").check_writable()
+
+
+# --- first writer wins, marker paths, task-folder digests, staging leftovers, failed fetches ---
+
+
+def _write_marker(folder: Path, paths: dict[str, int]) -> None:
+    files = [{"path": p, "size": n} for p, n in paths.items()]
+    (folder / MARKER).write_text(json.dumps({"files": files, "bytes": 0, "source": "tampered"}))
+
+
+@pytest.mark.parametrize(
+    "bad", ["../outside.txt", "sub/../../outside.txt", "ABSOLUTE", "..\\outside.txt", "a//b.txt"]
+)
+def test_marker_paths_outside_the_folder_are_refused(file_store, tmp_path, bad):
+    """Each bad path names a file that exists with the listed size: only validation stops it."""
+    key = "org--m/0123abc/base-0123456789ab"
+    with file_store.writer(key) as folder:
+        _fill(folder, {"config.json": "{}"})
+    folder = Path(file_store.path / key)
+    outside = folder.parent / "outside.txt"  # what "../outside.txt" reaches
+    outside.write_text("secret")
+    (folder / "sub").mkdir()
+    if bad == "ABSOLUTE":
+        bad = str(outside)
+    elif bad == "..\\outside.txt":
+        (folder / bad).write_text("secret")  # on POSIX a file name, elsewhere a way out
+    elif bad == "a//b.txt":
+        (folder / "a").mkdir()
+        (folder / "a" / "b.txt").write_text("secret")
+    _write_marker(folder, {bad: len("secret")})
+    with pytest.raises(StorageError, match="unsafe file"):
+        fetch(file_store.uri(key))
+    with pytest.raises(StorageError, match="unsafe file"):
+        read_file(file_store.uri(key), "config.json")
+
+
+def test_s3_marker_paths_outside_the_folder_are_refused(s3_store, tmp_path):
+    """An S3 marker naming ``../x`` must not make fetch write outside its destination."""
+    client, bucket = s3_store.client, s3_store.bucket
+    key = s3_store._key("org--m/0123abc/base-0123456789ab")
+    client.put_object(Bucket=bucket, Key=f"{key}/../escaped.txt", Body=b"pwn")
+    marker = {"files": [{"path": "../escaped.txt", "size": 3}], "bytes": 3, "source": "x"}
+    client.put_object(Bucket=bucket, Key=f"{key}/{MARKER}", Body=json.dumps(marker).encode())
+    dest = tmp_path / "in" / "fetched"
+    with pytest.raises(StorageError, match="unsafe file"):
+        fetch(f"s3://{bucket}/{key}", dest=dest)
+    assert not (tmp_path / "in" / "escaped.txt").exists()
+    assert not dest.exists()
+
+
+def test_unsafe_store_keys_are_refused(store):
+    for bad in ("../up", "a/../../b", "a/./b"):
+        with pytest.raises(StorageError, match="store key"):
+            store.uri(bad)
+
+
+UTILS = "def process(doc):\n    return doc\n" + "#" * 40 + "\n"
+
+
+def _stage_tasks(store, tmp_path: Path) -> str:
+    import yaml
+
+    src = tmp_path / "tasks"
+    src.mkdir()
+    (src / "data.jsonl").write_text('{"q": 1}\n')
+    (src / "utils.py").write_text(UTILS)
+    task = {"task": "t", "dataset_kwargs": {"data_files": {"test": "/elsewhere/data.jsonl"}}}
+    (src / "t.yaml").write_text(yaml.safe_dump(task))
+    return stage_input(store, src, kind="tasks")
+
+
+def test_a_tampered_task_folder_is_refused(store, tmp_path):
+    """lm-eval runs ``!function`` code from task folders: a stored one must match its digest."""
+    from modelgate.evaluate import prepare_task_dir
+
+    uri = _stage_tasks(store, tmp_path)
+    first = prepare_task_dir(uri)  # rewrites data_files in a private copy, not in the store
+    assert (first / "utils.py").is_file() and "data.jsonl" in (first / "t.yaml").read_text()
+    assert prepare_task_dir(uri) != first  # still matches its digest: the store is untouched
+    evil = "import os\nos.system('id')\n#".ljust(len(UTILS), "#")  # same size: only the digest
+    if isinstance(store, FileStore):
+        (fetch(uri) / "utils.py").write_text(evil)
+    else:
+        bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+        store.client.put_object(Bucket=bucket, Key=f"{prefix}/utils.py", Body=evil.encode())
+    digest = uri.split("inputs/tasks-")[1][:16]
+    with pytest.raises(StorageError, match=f"tasks-{digest}.*does not match the digest"):
+        prepare_task_dir(uri)
+
+
+def test_a_task_uri_without_a_digest_is_refused(file_store):
+    from modelgate.evaluate import prepare_task_dir
+
+    with file_store.writer("my-tasks") as folder:
+        _fill(folder, {"t.yaml": "task: t"})
+    with pytest.raises(StorageError, match="not a staged tasks folder"):
+        prepare_task_dir(file_store.uri("my-tasks"))
+
+
+def test_staging_of_killed_local_writers_is_removed(file_store, tmp_path):
+    import subprocess
+    import sys
+
+    killed = (
+        "import os, signal, sys\n"
+        "from modelgate.storage import FileStore\n"
+        "with FileStore(sys.argv[1]).writer('org--m/0123abc/base-killed00000') as f:\n"
+        "    (f / 'weights.bin').write_text('x' * 100)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", killed, str(file_store.path)], check=False)
+    assert proc.returncode == -9
+    staging = file_store.path / ".staging"
+    [dead] = list(staging.iterdir())  # a staging folder of a process that is gone
+    old = staging / "ffffffff-1-0123456789abcdef0123456789abcdef"  # another host's, 2 days old
+    (old / "sub").mkdir(parents=True)
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    live = staging / f"{dead.name.split('-')[0]}-{os.getpid()}-{uuid.uuid4().hex}"
+    live.mkdir()  # this process's: alive and fresh
+    with file_store.writer("org--m/0123abc/base-0123456789ab") as folder:
+        _fill(folder, {"config.json": "{}"})
+    assert sorted(p.name for p in staging.iterdir()) == [live.name]
+    assert not file_store.is_complete("org--m/0123abc/base-killed00000")
+
+
+def test_stale_s3_writer_folders_are_removed_and_the_winner_kept(s3_store, monkeypatch, tmp_path):
+    import modelgate.storage as storage
+
+    key = "org--m/0123abc/base-0123456789ab"
+    with s3_store.writer(key, source="first") as folder:
+        _fill(folder, {"config.json": "{}"})
+    winner = s3_store.uri(key)
+    orphan = f"{s3_store._key(key)}/{uuid.uuid4().hex}"  # a writer killed before its marker
+    s3_store.client.put_object(Bucket=s3_store.bucket, Key=f"{orphan}/config.json", Body=b"{}")
+    monkeypatch.setattr(storage, "STALE_STAGING_S", -1.0, raising=False)
+    with s3_store.writer(key, source="second") as folder:
+        _fill(folder, {"config.json": '{"b": 2}'})
+    listed = s3_store.client.list_objects_v2(Bucket=s3_store.bucket, Prefix=orphan + "/")
+    assert listed.get("KeyCount", 0) == 0
+    assert s3_store.uri(key) == winner
+    assert json.loads(read_file(winner, MARKER))["source"] == "first"
+    assert _tree(fetch(winner, dest=tmp_path / "f")) == {"config.json": "{}"}
+
+
+@pytest.mark.parametrize("into", ["work_dir", "dest"])
+def test_a_failed_fetch_leaves_nothing(s3_store, tmp_path, monkeypatch, into):
+    monkeypatch.setenv("MODELGATE_WORK_DIR", str(tmp_path / "work"))
+    key = "org--m/0123abc/base-0123456789ab"
+    with s3_store.writer(key) as folder:
+        _fill(folder)
+    uri = s3_store.uri(key)
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    s3_store.client.delete_object(Bucket=bucket, Key=f"{prefix}/tokenizer.json")  # listed last
+    dest = tmp_path / "dest" if into == "dest" else None
+    with pytest.raises(StorageError):
+        fetch(uri, dest=dest)
+    assert not (tmp_path / "dest").exists()
+    assert [p for p in (tmp_path / "work").rglob("*") if p.is_file()] == []
+
+
+def test_store_failures_are_storage_errors_naming_the_key(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    store = FileStore(tmp_path / "file" / "store")
+    key = "org--m/0123abc/base-0123456789ab"
+    with pytest.raises(StorageError, match="cannot stage 'org--m/0123abc/base-0123456789ab'") as e:
+        with store.writer(key):
+            pass
+    assert isinstance(e.value.__cause__, OSError)
+    store = FileStore(tmp_path / "store")
+    (store.path / key).mkdir(parents=True)
+    (store.path / key / "stray.bin").write_text("x")  # not written by the store: no marker
+    with pytest.raises(StorageError, match=f"cannot store '{key}'.*without {MARKER}") as e:
+        with store.writer(key) as folder:
+            _fill(folder)
+    assert isinstance(e.value.__cause__, OSError)
+    assert (store.path / key / "stray.bin").is_file()
+
+
+def test_a_failed_upload_is_a_storage_error_and_leaves_nothing(s3_store, monkeypatch):
+    """boto3's transfer wraps S3 errors in S3UploadFailedError: it still becomes StorageError."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    key = "org--m/0123abc/base-0123456789ab"
+    upload_file, calls = s3_store.client.upload_file, []
+
+    def failing_upload_file(filename, bucket, object_key, **kwargs):
+        calls.append(object_key)
+        if len(calls) == 2:  # the first file is already in the writer's folder
+            try:  # what boto3.s3.transfer does with the error of a part
+                raise ClientError({"Error": {"Code": "InternalError"}}, "PutObject")
+            except ClientError as e:
+                raise S3UploadFailedError(f"Failed to upload {filename}: {e}")  # noqa: B904
+        return upload_file(filename, bucket, object_key, **kwargs)
+
+    monkeypatch.setattr(s3_store.client, "upload_file", failing_upload_file)
+    with pytest.raises(StorageError, match=f"uploading to {s3_store.root}/{key}: S3 error Intern"):
+        with s3_store.writer(key) as folder:
+            _fill(folder)
+    assert not s3_store.is_complete(key)
+    listed = s3_store.client.list_objects_v2(Bucket=s3_store.bucket, Prefix=s3_store.prefix)
+    assert listed.get("KeyCount", 0) == 0, "the writer deleted its own partial folder"
+
+
+def _failing_put(client, *, code: str, status: int, times: int, land: bool):
+    """Wrap ``client.put_object``: the first ``times`` conditional puts answer ``code``
+    (after landing when ``land``: a reply lost and the put retried)."""
+    from botocore.exceptions import ClientError
+
+    put, left = client.put_object, [times]
+
+    def put_object(**kwargs):
+        if kwargs.get("IfNoneMatch") and left[0] > 0:
+            left[0] -= 1
+            if land:
+                put(**kwargs)
+            error = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+            raise ClientError(error, "PutObject")
+        return put(**kwargs)
+
+    return put_object, left
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "land"),
+    [("PreconditionFailed", 412, True), ("ConditionalRequestConflict", 409, False)],
+)
+def test_the_marker_decides_who_won(s3_store, monkeypatch, tmp_path, code, status, land):
+    """A 412 for a put that landed (retried after a lost reply) still wins; a 409 is retried."""
+    client = s3_store.client
+    put_object, left = _failing_put(client, code=code, status=status, times=1, land=land)
+    monkeypatch.setattr(client, "put_object", put_object)
+    key = "org--m/0123abc/base-0123456789ab"
+    with s3_store.writer(key) as folder:
+        _fill(folder)
+    assert left == [0], "the marker is created with a conditional put (If-None-Match: *)"
+    assert _tree(fetch(s3_store.uri(key), dest=tmp_path / "f")) == FILES
+
+
+def test_a_lost_conditional_put_keeps_the_winner(s3_store, monkeypatch, tmp_path):
+    """A writer that checked before the winner's marker landed loses the conditional put: it
+    deletes its own folder only, and the winner's folder and marker stay as they were."""
+    key = "org--m/0123abc/base-0123456789ab"
+    late = S3Store(s3_store.root, client=s3_client())
+    monkeypatch.setattr(late, "is_complete", lambda key: False)  # it looked too early
+    with s3_store.writer(key, source="first") as folder:
+        _fill(folder, {"config.json": '{"first": 1}', "extra.bin": "e"})
+    uri = s3_store.uri(key)
+    with late.writer(key, source="late") as folder:
+        _fill(folder, {"config.json": '{"late": 1}'})
+    assert late.uri(key) == uri
+    assert json.loads(read_file(uri, MARKER))["source"] == "first"
+    assert _tree(fetch(uri, dest=tmp_path / "f")) == {
+        "config.json": '{"first": 1}',
+        "extra.bin": "e",
+    }
+    prefix = s3_store._key(key) + "/"
+    listed = s3_store.client.list_objects_v2(Bucket=s3_store.bucket, Prefix=prefix)["Contents"]
+    assert {o["Key"][len(prefix) :].split("/")[0] for o in listed} == {
+        MARKER,
+        uri.rsplit("/", 1)[1],
+    }, "the loser deleted its own folder only"
+
+
+def test_a_file_name_readers_would_refuse_is_not_stored(store):
+    key = "org--m/0123abc/base-0123456789ab"
+    with pytest.raises(StorageError, match=f"cannot store '{key}': file name 'a\\\\\\\\b.txt'"):
+        with store.writer(key) as folder:
+            (folder / "a\\b.txt").write_text("x")
+    assert not store.is_complete(key)
