@@ -35,6 +35,10 @@ EVAL_IMAGE = f"{REGISTRY}/modelgate-eval:{TAG}"
 #: The KServe ServingRuntime's vLLM image (``manifests/base/servingruntime.yaml``): the release
 #: pinned in requirements/vllm.txt, so local runs and the cluster share vLLM's flag semantics.
 VLLM_IMAGE = "vllm/vllm-openai:v0.32.0"
+#: vLLM's CPU build at the same release: what a CPU-mode predictor (``accelerator_count`` 0) names
+#: itself, since KServe would otherwise swap the tagged GPU image for it (see
+#: :func:`modelgate.deploy.kserve.runtime_image`).
+VLLM_CPU_IMAGE = "{}-cpu:{}".format(*VLLM_IMAGE.rsplit(":", 1))
 #: Model Registry storage initializer for ``model-registry://`` URIs (the ClusterStorageContainer
 #: in ``manifests/base``): the release of the Python client pinned in requirements/main.txt
 #: (``model-registry==0.3.18``), so both call the REST API ``/api/model_registry/v1`` that
@@ -65,6 +69,7 @@ __all__ = [
     "REGISTRY_STORAGE_INITIALIZER_IMAGE",
     "TAG",
     "TAG_ENV",
+    "VLLM_CPU_IMAGE",
     "VLLM_IMAGE",
     "image_names",
     "retag",

@@ -24,7 +24,8 @@ existing InferenceService (one poll = one reconcile step). :class:`ScriptedContr
 of status steps (any deployment mode; used for Knative). :class:`KServeController` simulates
 KServe v0.20's Standard-mode reconciler together with the Kubernetes Deployment controller (see its
 docstring). ``fail(verb, status)`` on either API makes the next call of ``verb`` raise an
-``ApiException`` with that status (403 for RBAC tests). ``calls`` records
+``ApiException`` with that status (403 for RBAC tests); ``fail_with(verb, error, after=n)`` makes
+a later call raise any exception (a urllib3 network error, ``KeyboardInterrupt``). ``calls`` records
 ``(verb, namespace, name)`` for assertions; ``objects`` / ``deployments`` are the stores.
 """
 
@@ -97,6 +98,7 @@ class FakeCustomObjectsApi:
         self.controller = controller
         self.calls: list[tuple[str, str, str]] = []
         self._failures: dict[str, list[ApiException]] = {}
+        self._scheduled: dict[str, list[list[Any]]] = {}  # verb -> [[calls to let pass, error]]
         self._rv = itertools.count(1000)
 
     # -- scripting ------------------------------------------------------------------------------
@@ -110,6 +112,11 @@ class FakeCustomObjectsApi:
                 '"serving.kserve.io" in the namespace "ns"'
             )
         self._failures.setdefault(verb, []).append(api_exception(status, message))
+
+    def fail_with(self, verb: str, error: BaseException, *, after: int = 0) -> None:
+        """Make a ``verb`` call raise ``error`` (any exception, e.g. what urllib3 raises when the
+        connection drops): the first one after ``after`` more calls that succeed."""
+        self._scheduled.setdefault(verb, []).append([after, error])
 
     def set_status(
         self, group: str, version: str, namespace: str, plural: str, name: str, status: dict
@@ -137,6 +144,13 @@ class FakeCustomObjectsApi:
         queue = self._failures.get(verb)
         if queue:
             raise queue.pop(0)
+        scheduled = self._scheduled.get(verb) or []
+        for entry in scheduled:
+            entry[0] -= 1
+        due = [entry for entry in scheduled if entry[0] < 0]
+        if due:
+            scheduled.remove(due[0])
+            raise due[0][1]
 
     def _existing(self, key: Key, plural: str, name: str) -> dict[str, Any]:
         obj = self.objects.get(key)

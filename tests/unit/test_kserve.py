@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 
 import jsonschema
 import pytest
+import urllib3
 from kubernetes.client import V1Deployment
 from kubernetes.client.exceptions import ApiException
 
@@ -761,6 +764,197 @@ def test_deleted_while_waiting_is_not_resurrected():
     assert "create" not in _verbs(api)
 
 
+# What stops a rollout other than a DeployError: the restore still runs, and never overwrites a
+# spec another deploy wrote since. Each of these failed before deploy restored on any exception.
+
+OTHER = SPEC.model_copy(update={"storage_uri": "model-registry://m/3"})
+
+
+def _rolling_out(controller: KServeController, start: int) -> bool:
+    """The new spec had reached the predictor Deployment when the rollout was stopped."""
+    return any(s.stamp == stamp(NEW) for s in controller.history[start:])
+
+
+@pytest.fixture()
+def sigterm_noted():
+    """A SIGTERM handler that only notes the signal, so a SIGTERM nobody handles does not kill
+    pytest (KServeTarget installs its own during a rollout and puts this one back)."""
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    yield received
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_network_error_while_waiting_restores_the_previous_spec():
+    api, apps, controller = kserve_cluster(ready_after=3)
+    old_spec = _seed(api, controller, SPEC)["spec"]
+    start = len(controller.history)
+    dropped = urllib3.exceptions.ProtocolError(
+        "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")
+    )
+    api.fail_with("get", dropped, after=3)  # deploy's and apply's reads, one poll; then the 2nd
+
+    with pytest.raises(urllib3.exceptions.ProtocolError) as info:
+        _target(api, apps).deploy(NEW)
+
+    assert _rolling_out(controller, start)
+    assert api.stored(NS, "m")["spec"] == old_spec
+    assert "restored the previous spec of InferenceService ns/m; it serves again" in (
+        " ".join(info.value.__notes__)
+    )
+    last = controller.history[-1]
+    assert last.stamp == stamp(SPEC) and last.rolled_out
+
+
+def test_network_error_on_the_write_restores_what_it_stored():
+    # the replace went through, then the connection dropped before the answer came
+    api, apps, controller = kserve_cluster()
+    old_spec = _seed(api, controller, SPEC)["spec"]
+    replace = api.replace_namespaced_custom_object
+
+    def replace_then_drop(*a, **kw):
+        replace(*a, **kw)
+        raise urllib3.exceptions.ProtocolError("Connection aborted.")
+
+    api.replace_namespaced_custom_object = replace_then_drop
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        _target(api, apps).deploy(NEW)
+    api.replace_namespaced_custom_object = replace
+    assert api.stored(NS, "m")["spec"] == old_spec
+
+
+def test_keyboard_interrupt_while_waiting_restores_without_waiting():
+    api, apps, controller = kserve_cluster(ready_after=3)
+    old_spec = _seed(api, controller, SPEC)["spec"]
+    start = len(controller.history)
+    api.fail_with("get", KeyboardInterrupt(), after=3)
+    sigint_handler = signal.getsignal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        _target(api, apps).deploy(NEW)
+
+    assert _rolling_out(controller, start)
+    assert api.stored(NS, "m")["spec"] == old_spec
+    notes = " ".join(info.value.__notes__)
+    assert "restored the previous spec of InferenceService ns/m (not waiting" in notes
+    assert signal.getsignal(signal.SIGINT) is sigint_handler  # the rollout's handler is gone
+
+
+def test_keyboard_interrupt_before_the_write_was_stored_changes_nothing():
+    api, apps, controller = kserve_cluster()
+    old = _seed(api, controller, SPEC)
+    api.fail_with("replace", KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt) as info:
+        _target(api, apps).deploy(NEW)
+    assert info.value.__notes__ == [
+        "InferenceService ns/m still has its previous spec; nothing to restore"
+    ]
+    stored = api.stored(NS, "m")
+    assert stored["spec"] == old["spec"] and stored["metadata"]["generation"] == 1
+    assert "replace" not in _verbs(api)[1:]  # the failed one only
+
+
+def test_keyboard_interrupt_while_creating_deletes_the_new_service():
+    api, apps, _ = kserve_cluster(ready_after=3)
+    api.fail_with("get", KeyboardInterrupt(), after=3)
+    with pytest.raises(KeyboardInterrupt):
+        _target(api, apps).deploy(SPEC)
+    assert api.stored(NS, "m") is None
+
+
+def test_sigterm_while_waiting_restores_the_previous_spec(sigterm_noted):
+    api, apps, controller = kserve_cluster(ready_after=3)
+    old_spec = _seed(api, controller, SPEC)["spec"]
+    start = len(controller.history)
+    reconcile = api.controller
+    polls = []
+
+    def reconcile_then_cancel(api_, obj):  # a KFP cancel: SIGTERM to the step's process
+        polls.append(1)
+        if len(polls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        reconcile(api_, obj)
+
+    api.controller = reconcile_then_cancel
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        _target(api, apps).deploy(NEW)
+
+    assert not sigterm_noted  # the rollout's handler had it, not the one before
+    assert _rolling_out(controller, start)
+    assert api.stored(NS, "m")["spec"] == old_spec
+    os.kill(os.getpid(), signal.SIGTERM)  # after the rollout: the previous handler again
+    assert sigterm_noted == [signal.SIGTERM]
+
+
+def test_a_newer_spec_of_another_deploy_is_not_overwritten():
+    api, apps, controller = kserve_cluster(ready_after=3)
+    _seed(api, controller, SPEC)
+    reconcile = api.controller
+    polls = []
+    other_body = kserve.build_inference_service(OTHER)
+
+    def reconcile_with_another_writer(api_, obj):
+        polls.append(1)
+        if len(polls) == 3:  # mid-rollout, another run deploys OTHER
+            api.controller = reconcile
+            current = api_.stored(NS, "m")
+            api_.replace_namespaced_custom_object(
+                G, V, NS, P, "m", {**copy.deepcopy(current), "spec": other_body["spec"]}
+            )
+            obj = copy.deepcopy(api_.stored(NS, "m"))
+        reconcile(api_, obj)
+
+    api.controller = reconcile_with_another_writer
+    with pytest.raises(DeployError) as info:
+        _target(api, apps, timeout=0.5).deploy(NEW)
+
+    message = str(info.value)
+    assert "was changed by another deploy while waiting" in message
+    assert f"not restored: InferenceService ns/m now carries rollout {stamp(OTHER)}" in message
+    assert api.stored(NS, "m")["spec"] == other_body["spec"]
+    assert not isinstance(info.value, DeployTimeoutError)  # noticed at once, not at the timeout
+
+
+def test_rollback_leaves_a_newer_spec_of_another_deploy_alone():
+    api, apps, controller = kserve_cluster()
+    target = _target(api, apps)
+    target.deploy(SPEC)
+    deployment = target.deploy(NEW)
+    target.deploy(OTHER)  # another run, after this one's smoke test started
+
+    done = target.rollback(deployment)  # e.g. this run's smoke test failed
+
+    assert done.startswith(
+        f"not restored: InferenceService ns/m now carries rollout {stamp(OTHER)}"
+    )
+    assert api.stored(NS, "m")["spec"] == kserve.build_inference_service(OTHER)["spec"]
+
+
+def test_restore_checks_the_stamp_on_the_object_it_replaces():
+    # another deploy writes between the restore's check and its replace: the compare-and-swap
+    # replace answers 409, and the re-read shows the other stamp
+    api, apps, controller = kserve_cluster()
+    target = _target(api, apps)
+    target.deploy(SPEC)
+    deployment = target.deploy(NEW)
+    replace = api.replace_namespaced_custom_object
+    raced = []
+
+    def replace_after_another_writer(group, version, namespace, plural, name, body, **kw):
+        if not raced:
+            raced.append(1)
+            current = copy.deepcopy(api.stored(NS, "m"))
+            current["spec"] = kserve.build_inference_service(OTHER)["spec"]
+            replace(group, version, namespace, plural, name, current)
+        return replace(group, version, namespace, plural, name, body, **kw)
+
+    api.replace_namespaced_custom_object = replace_after_another_writer
+    done = target.rollback(deployment)
+
+    assert done.startswith("not restored: InferenceService ns/m now carries rollout")
+    assert api.stored(NS, "m")["spec"] == kserve.build_inference_service(OTHER)["spec"]
+
+
 def test_wait_ready_when_deleted_before_the_first_poll():
     api = FakeCustomObjectsApi()
     target = _target(api)
@@ -1101,7 +1295,7 @@ def test_knative_failure_conditions_fail_fast(status, expected):
     with pytest.raises(DeployError, match=expected) as info:
         target.deploy(KN)
     assert not isinstance(info.value, DeployTimeoutError)
-    assert api.controller.index == 2
+    assert api.controller.index == 3  # two polls, then the restore's read before deleting
 
 
 def test_endpoint_can_prefer_status_url():

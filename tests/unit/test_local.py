@@ -1,18 +1,30 @@
 """The local target (KServe-style fetch, vLLM start-up) and the smoke test against a stand-in
 OpenAI server."""
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from modelgate.deploy import DeploySpec
-from modelgate.deploy.local import LocalVLLMTarget, resolve_vllm_python
+from modelgate.deploy.local import LocalVLLMTarget, resolve_vllm_python, stop_server
 from modelgate.deploy.smoke import smoke_test
-from modelgate.errors import ConfigError, DeployError, SmokeTestError, StorageError
+from modelgate.errors import (
+    ConfigError,
+    DeployError,
+    DeployTimeoutError,
+    SmokeTestError,
+    StorageError,
+)
+from modelgate.processes import SERVERS_FILE_ENV, pid_alive, proc_stat, recorded_servers
 from modelgate.storage import FileStore
 
 pytestmark = pytest.mark.unit
@@ -136,5 +148,127 @@ def test_deploy_refuses_an_incomplete_folder(tmp_path):
     folder.mkdir()
     (folder / "config.json").write_text("{}")  # no marker: a write that did not finish
     target = LocalVLLMTarget(python=sys.executable, log_dir=str(tmp_path))
-    with pytest.raises(StorageError, match="not a complete model folder"):
+    with pytest.raises(StorageError, match="not a complete (model|stored) folder"):
         target.deploy(DeploySpec(name="tiny", storage_uri=folder.as_uri()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Stopping the server: every process of its group, also when the step that started it is gone
+# ------------------------------------------------------------------------------------------------
+
+# Stands in for the vLLM interpreter: starts a worker that ignores SIGTERM (as a stuck vLLM
+# engine core can), writes "<pid> <worker pid>" to $FAKE_VLLM_PIDS, never answers /health.
+_FAKE_VLLM = """\
+import os, signal, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", (
+    "import signal, time\\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+    "print('up', flush=True)\\n"
+    "time.sleep(300)\\n"
+)], stdout=subprocess.PIPE, text=True)
+worker.stdout.readline()
+with open(os.environ["FAKE_VLLM_PIDS"], "w") as fh:
+    fh.write(f"{os.getpid()} {worker.pid}")
+time.sleep(300)
+"""
+
+
+@pytest.fixture()
+def fake_vllm(tmp_path, monkeypatch):
+    """``(python, pids_file)``: an executable that plays a vLLM server with a stubborn worker."""
+    monkeypatch.setattr("modelgate.deploy.local.STOP_TIMEOUT", 1.0)  # its SIGKILL comes sooner
+    python = tmp_path / "fake-vllm-python"
+    python.write_text(f"#!{sys.executable}\n{_FAKE_VLLM}")
+    python.chmod(0o755)
+    pids = tmp_path / "fake-vllm.pids"
+    yield str(python), pids
+    if pids.is_file():
+        for pid in map(int, pids.read_text().split()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _pids(path: Path, timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while not (path.is_file() and len(path.read_text().split()) == 2):
+        assert time.monotonic() < deadline, "the fake vLLM did not start"
+        time.sleep(0.05)
+    return [int(p) for p in path.read_text().split()]
+
+
+def _gone(pid: int) -> bool:
+    stat = proc_stat(pid)
+    return not pid_alive(pid) and (stat is None or stat.gone)
+
+
+def test_server_that_never_gets_healthy_is_stopped_with_its_workers(
+    tmp_path, fake_vllm, monkeypatch
+):
+    python, pids_file = fake_vllm
+    record = tmp_path / "servers.jsonl"
+    monkeypatch.setenv(SERVERS_FILE_ENV, str(record))
+    uri = _stored_model(tmp_path, {"config.json": "{}"})
+    target = LocalVLLMTarget(
+        python=python,
+        log_dir=str(tmp_path / "logs"),
+        startup_timeout=3,
+        env={"FAKE_VLLM_PIDS": str(pids_file)},
+    )
+    with pytest.raises(DeployTimeoutError):
+        target.deploy(DeploySpec(name="tiny", storage_uri=uri))
+    pids = _pids(pids_file)
+    assert [pid for pid in pids if not _gone(pid)] == []
+    events = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [(e["event"], e["pid"]) for e in events] == [("started", pids[0]), ("stopped", pids[0])]
+    assert events[0]["pgid"] == pids[0] and events[0]["model_dir"].startswith(str(tmp_path))
+    assert recorded_servers(record) == []
+    assert not list((tmp_path / "logs").glob("tiny-models-*"))
+
+
+_DEPLOY = """\
+import sys
+from modelgate.deploy import DeploySpec, local
+from modelgate.deploy.local import LocalVLLMTarget
+local.STOP_TIMEOUT = 1.0
+python, log_dir, pids, uri = sys.argv[1:]
+target = LocalVLLMTarget(python=python, log_dir=log_dir, startup_timeout=300,
+                         env={"FAKE_VLLM_PIDS": pids})
+target.deploy(DeploySpec(name="tiny", storage_uri=uri))
+"""
+
+
+def _deploy_in_a_step(tmp_path, fake_vllm, record: Path) -> tuple[subprocess.Popen, list[int]]:
+    """Run the local deploy in a subprocess (a kfp.local step) until its server started."""
+    python, pids_file = fake_vllm
+    uri = _stored_model(tmp_path, {"config.json": "{}"})
+    step = subprocess.Popen(
+        [sys.executable, "-c", _DEPLOY, python, str(tmp_path / "logs"), str(pids_file), uri],
+        env={**os.environ, SERVERS_FILE_ENV: str(record)},
+    )
+    return step, _pids(pids_file)
+
+
+def test_a_server_whose_step_was_killed_is_found_and_stopped_from_the_record(tmp_path, fake_vllm):
+    record = tmp_path / "servers.jsonl"
+    step, pids = _deploy_in_a_step(tmp_path, fake_vllm, record)
+    step.kill()  # SIGKILL: no clean-up of its own
+    step.wait()
+    assert not any(_gone(pid) for pid in pids)  # the server outlived its step
+
+    (server,) = recorded_servers(record)
+    assert server["pid"] == server["pgid"] == pids[0]
+    stop_server(server)
+
+    assert [pid for pid in pids if not _gone(pid)] == []
+    assert not Path(server["model_dir"]).exists()
+    stop_server(server)  # idempotent
+
+
+def test_sigterm_to_the_deploy_step_stops_its_server(tmp_path, fake_vllm):
+    record = tmp_path / "servers.jsonl"
+    step, pids = _deploy_in_a_step(tmp_path, fake_vllm, record)
+    step.terminate()  # SIGTERM: unwinds like Ctrl-C
+    assert step.wait(timeout=60) != 0
+    assert [pid for pid in pids if not _gone(pid)] == []
+    assert recorded_servers(record) == []
+    assert not list((tmp_path / "logs").glob("tiny-models-*"))

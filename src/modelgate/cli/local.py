@@ -6,7 +6,9 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -32,6 +34,7 @@ from modelgate.cli._common import (
 )
 from modelgate.logs import configure_logging
 from modelgate.paths import HOME_ENV, demo_cache, local_model_store, local_pipeline_root
+from modelgate.processes import Interruption, servers_file, signals_raise
 
 # key output shown in the summary, per step display name: the output parameter
 KEY_OUTPUTS: dict[str, str] = {
@@ -129,6 +132,7 @@ def print_failures(result: Any) -> None:
 
 def print_registry(result: Any, registry_url: str) -> None:
     """Where the candidate was registered, its stage, and how to browse the registry."""
+    from modelgate.credentials import redact_url
     from modelgate.registry import RegistryRecord
     from modelgate.registry.mlflow import browse_hint, is_mlflow_url
 
@@ -144,24 +148,61 @@ def print_registry(result: Any, registry_url: str) -> None:
     if recorded and recorded.status == "success" and stage != "production":
         stage = recorded.outputs.get("Output") or stage
     console.print(
-        f"registry: {record.model_name}:{record.version_name} is {stage} in {registry_url}",
+        f"registry: {record.model_name}:{record.version_name} is {stage} in "
+        f"{redact_url(registry_url)}",
         soft_wrap=True,
     )
     if is_mlflow_url(registry_url):
         console.print(f"browse it: {browse_hint(registry_url)}", soft_wrap=True)
 
 
-def _stop_local(deployment_json: str, *, keep: bool) -> None:
-    from modelgate.deploy.local import LocalVLLMTarget
-    from modelgate.deploy.target import Deployment
+def _kept_server(result: Any, *, keep: bool) -> dict[str, Any] | None:
+    """The deployment details of the server a finished run leaves serving (``--keep-serving``)."""
+    deploy = result.step("deploy")
+    if not keep or deploy is None or not deploy.outputs.get("deployment"):
+        return None
+    deployment = json.loads(deploy.outputs["deployment"])
+    return deployment if deployment.get("target") == "local" else None
 
-    deployment = Deployment(**json.loads(deployment_json))
-    pid = deployment.details.get("pid")
-    if keep:
-        console.print(f"vLLM keeps serving at {deployment.endpoint} (pid {pid})")
-        return
-    LocalVLLMTarget().teardown(deployment)
-    console.print(f"stopped local vLLM (pid {pid})")
+
+def _teardown(servers: Path, *, kept: dict[str, Any] | None, interruption: Interruption) -> None:
+    """Stop what the run started and still runs: its step processes (after an interrupt) and
+    every vLLM server it recorded in ``servers`` or that carries its mark, except ``kept``.
+
+    A Ctrl-C reached the steps too, so they get some seconds to run their own clean-up (remove
+    staging folders, stop a server that was starting) before they are interrupted; after a
+    SIGTERM, which reached only this process, they are interrupted at once.
+    """
+    from modelgate.deploy.local import stop_server
+    from modelgate.processes import (
+        SERVERS_FILE_ENV,
+        marked_processes,
+        recorded_servers,
+        stop_process_group,
+        stop_processes,
+    )
+
+    session = os.getsid(0)
+    if interruption.signum is not None:
+        steps = [
+            p.pid for p in marked_processes(SERVERS_FILE_ENV, str(servers)) if p.sid == session
+        ]
+        grace = 10.0 if interruption.signum == signal.SIGINT else 0.0
+        stop_processes(steps, grace=grace, timeout=15.0)
+    kept_group = int(kept["details"].get("pgid") or kept["details"]["pid"]) if kept else None
+    for server in recorded_servers(servers):
+        if int(server["pgid"]) == kept_group:
+            continue
+        stop_server(server)
+        console.print(f"stopped local vLLM (pid {server['pid']})")
+    # a server whose step died before recording it still carries the run's mark
+    strays = {p.pgid for p in marked_processes(SERVERS_FILE_ENV, str(servers)) if p.sid != session}
+    for pgid in sorted(strays - {kept_group}):
+        stop_process_group(pgid)
+        console.print(f"stopped process group {pgid} the run started")
+    servers.unlink(missing_ok=True)
+    if kept:
+        console.print(f"vLLM keeps serving at {kept['endpoint']} (pid {kept['details']['pid']})")
 
 
 def with_local_store(params: Any, pipeline_root: Path) -> Any:
@@ -186,6 +227,10 @@ def run_local(
 ) -> int:
     """Run the release (or, with :class:`~modelgate.params.RedeployParams`, the redeploy)
     pipeline with kfp.local after preflight; returns the exit code.
+
+    Whatever way the run ends (success, failure, Ctrl-C, SIGTERM) the servers and step processes
+    it started are stopped (a finished run's server stays with ``keep_serving``); an interrupted
+    run returns 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
 
     Raises:
         ConfigError: Preflight failed (nothing ran).
@@ -231,28 +276,45 @@ def run_local(
         f"running {pipeline} of {subject} locally; logs: {log_file or 'console'}",
         soft_wrap=True,
     )
-    result = run_pipeline_locally(
-        getattr(module, pipeline),
-        arguments=params.arguments(),
-        pipeline_yaml=module.PACKAGE_PATH,
-        pipeline_root=pipeline_root,
-        log_file=log_file,
-        on_step=on_step,
-    )
-    deploy = result.step("deploy")
-    try:
-        print_summary(result)
-        gate = result.step("quality gate")
-        if gate and gate.outputs.get("table"):
-            console.print(Markdown(gate.outputs["table"]))
-        smoke = result.step("smoke test")
-        if smoke and smoke.status == "success":
-            console.print(
-                f"vLLM completion for {params.smoke_prompt!r}: {smoke.outputs.get('Output')!r}"
+    # every server a step starts is recorded here, and every process of the run carries its name
+    servers = pipeline_root / f".servers-{os.getpid()}-{time.time_ns()}.jsonl"
+    kept: dict[str, Any] | None = None
+    with signals_raise() as interruption, servers_file(servers):
+        try:
+            result = run_pipeline_locally(
+                getattr(module, pipeline),
+                arguments=params.arguments(),
+                pipeline_yaml=module.PACKAGE_PATH,
+                pipeline_root=pipeline_root,
+                log_file=log_file,
+                on_step=on_step,
             )
-    finally:
-        if deploy and deploy.outputs.get("deployment") and params.deploy_target == "local":
-            _stop_local(deploy.outputs["deployment"], keep=keep_serving)
+            kept = _kept_server(result, keep=keep_serving)
+            print_summary(result)
+            gate = result.step("quality gate")
+            if gate and gate.outputs.get("table"):
+                console.print(Markdown(gate.outputs["table"]))
+            smoke = result.step("smoke test")
+            if smoke and smoke.status == "success":
+                console.print(
+                    f"vLLM completion for {params.smoke_prompt!r}: {smoke.outputs.get('Output')!r}"
+                )
+        except KeyboardInterrupt:
+            if interruption.signum is None:  # not a signal of ours: nothing to report
+                raise
+        finally:
+            if interruption.signum is not None:
+                kept = None  # an interrupted run leaves nothing serving
+            try:
+                _teardown(servers, kept=kept, interruption=interruption)
+            except KeyboardInterrupt:
+                if interruption.signum is None:
+                    raise
+                # interrupted while stopping a finished run: once more (later signals are ignored)
+                _teardown(servers, kept=None, interruption=interruption)
+    if interruption.signum is not None:
+        console.print(f"[red]interrupted ({interruption.name}); stopped what the run started")
+        return 128 + interruption.signum
     print_registry(result, params.registry_url)
     if not result.succeeded:
         failed = [s.display_name for s in result.steps if s.status == "failure"]
@@ -371,7 +433,8 @@ def demo(
     from modelgate.demo import demo_release
 
     configure_logging("WARNING" if not verbose else None)
-    with contextlib.ExitStack() as stack:
+    # one handler for the whole demo: a signal unwinds the run, then the mirror, uninterrupted
+    with signals_raise(), contextlib.ExitStack() as stack:
         with console.status("building the tiny model and starting the local Hub mirror"):
             env, release = demo_release(
                 stack,

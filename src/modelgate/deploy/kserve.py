@@ -48,10 +48,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from modelgate.constants import RUNTIME_NAME
 from modelgate.deploy.crd import API_VERSION, GROUP, KIND, VERSION
 from modelgate.deploy.spec import DEPLOYMENT_BACKED_MODES, DeploySpec, vllm_args
 from modelgate.deploy.target import Deployment
 from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
+from modelgate.images import VLLM_CPU_IMAGE
+from modelgate.processes import signals_raise
 from modelgate.retry import backoff, wait_until
 
 try:  # the kubernetes client is the optional "kserve" extra; building/validating needs none of it
@@ -174,6 +177,24 @@ def _resources(spec: DeploySpec) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
+def runtime_image(spec: DeploySpec) -> str | None:
+    """The predictor image modelgate names itself, or None to run the ServingRuntime's.
+
+    KServe rewrites the tagged image of a ``serving.kserve.io/server-type: vllmserver`` runtime
+    whose container asks for no NVIDIA GPU: ``vllm/vllm-openai:<tag>`` becomes
+    ``vllm/vllm-openai-cpu:<tag>`` (v0.20.0 ``UpdateImageTag``,
+    ``pkg/controller/v1beta1/inferenceservice/utils/utils.go``, applied by
+    ``components/predictor.go`` to the merged runtime and predictor container); an image
+    pinned by ``@sha256`` digest, or whose repository already ends in ``-cpu``, is left alone.
+    So in CPU mode (``accelerator_count`` 0) modelgate's own runtime gets vLLM's CPU build named
+    explicitly (:data:`~modelgate.images.VLLM_CPU_IMAGE`, the release of ``VLLM_IMAGE``): the pod
+    runs what the InferenceService says, not what KServe derives. Other runtimes are left alone.
+    """
+    if spec.placement.accelerator_count > 0 or spec.runtime != RUNTIME_NAME:
+        return None
+    return VLLM_CPU_IMAGE
+
+
 def rollout_hash(isvc_spec: Mapping[str, Any]) -> str:
     """A hash of an InferenceService ``spec`` without its own rollout stamp.
 
@@ -217,6 +238,9 @@ def build_inference_service(spec: DeploySpec) -> dict[str, Any]:
         "args": isvc_args(spec),
         "resources": _resources(spec),
     }
+    image = runtime_image(spec)
+    if image:
+        model["image"] = image
     predictor: dict[str, Any] = {"model": model}
     if spec.placement.tolerations:
         predictor["tolerations"] = spec.placement.toleration_dicts()
@@ -265,6 +289,16 @@ def _api_error(e: ApiException, action: str) -> DeployError:
 
 class _Conflict(Exception):
     """A 409 on replace: somebody else changed the object since our GET; re-read and retry."""
+
+
+class _Superseded(Exception):
+    """The object no longer carries the rollout a conditional write expects: leave it alone."""
+
+
+def stamp_of(obj: Mapping[str, Any] | None) -> str | None:
+    """The :data:`ROLLOUT_ANNOTATION` of an InferenceService's predictor (None without one)."""
+    predictor = ((obj or {}).get("spec") or {}).get("predictor") or {}
+    return (predictor.get("annotations") or {}).get(ROLLOUT_ANNOTATION)
 
 
 def _conditions_summary(obj: Mapping[str, Any] | None) -> str:
@@ -350,8 +384,9 @@ class KServeTarget:
             raise ConfigError("KServeTarget needs both api (CustomObjectsApi) and apps (AppsV1Api)")
         if api is None:
             api, apps = self._default_apis()
-        self.api = api
-        self.apps = apps
+        # both set: given together, or both from _default_apis()
+        self.api: Any = api
+        self.apps: Any = apps
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.endpoint = endpoint
@@ -395,10 +430,17 @@ class KServeTarget:
                 return None
             raise _api_error(e, f"reading Deployment {namespace}/{name}") from e
 
-    def _apply_once(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _apply_once(self, body: dict[str, Any], only_if: str | None = None) -> dict[str, Any]:
         meta = body["metadata"]
         name, namespace = meta["name"], meta["namespace"]
         existing = self._get(name, namespace)
+        if only_if is not None and (existing is None or stamp_of(existing) != only_if):
+            raise _Superseded(
+                f"InferenceService {namespace}/{name} no longer exists"
+                if existing is None
+                else f"InferenceService {namespace}/{name} now carries rollout "
+                f"{stamp_of(existing)}, not {only_if}: another deploy changed it"
+            )
         try:
             if existing is None:
                 logger.info("creating InferenceService %s/%s", namespace, name)
@@ -431,17 +473,23 @@ class KServeTarget:
             verb = "creating" if existing is None else "updating"
             raise _api_error(e, f"{verb} InferenceService {namespace}/{name}") from e
 
-    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, body: dict[str, Any], *, only_if: str | None = None) -> dict[str, Any]:
         """Create ``body`` or replace the existing object's spec; returns the stored object.
 
         A 409 (created or changed concurrently) re-reads and retries a few times.
 
+        Args:
+            body: The InferenceService.
+            only_if: Replace only an existing object whose spec carries this rollout stamp
+                (:func:`stamp_of`); checked on the object the compare-and-swap replaces.
+
         Raises:
             DeployError: The API refused (403 names the RBAC fix) or conflicts persisted.
+            _Superseded: ``only_if`` is set and the object is gone or carries another stamp.
         """
         try:
             return backoff(
-                lambda: self._apply_once(body),
+                lambda: self._apply_once(body, only_if),
                 retry_on=(_Conflict,),
                 attempts=5,
                 base_delay=0.2,
@@ -639,6 +687,11 @@ class KServeTarget:
             if obj is None:
                 raise DeployError(f"InferenceService {namespace}/{name} was deleted while waiting")
             last = obj
+            if rollout is not None and stamp_of(obj) != rollout:
+                raise DeployError(
+                    f"InferenceService {namespace}/{name} was changed by another deploy while "
+                    f"waiting (its rollout is now {stamp_of(obj)}, this one's {rollout})"
+                )
             if mode in DEPLOYMENT_BACKED_MODES:
                 state = self.predictor_rollout(name, namespace, rollout, stale_stall=stale_stall)
                 progress = state.detail
@@ -684,11 +737,16 @@ class KServeTarget:
     def deploy(self, spec: DeploySpec) -> Deployment:
         """Create or update the InferenceService for ``spec`` and wait until the new spec serves.
 
-        On failure the previous spec is restored (or the new object deleted) before raising.
+        Whatever stops it once the new spec is written (a failed rollout, a timeout, an error
+        reading the status, Ctrl-C, SIGTERM from a KFP cancel) the previous spec is restored (or
+        the new object deleted) before the error propagates, unless another deploy has changed
+        the object since: what this run applied is recognised by its rollout stamp, and a newer
+        spec is never overwritten. After an interrupt the restore is not waited for.
 
         Raises:
             DeployError: The API refused, or the rollout failed.
             DeployTimeoutError: Not serving within ``timeout``.
+            KeyboardInterrupt: Ctrl-C or SIGTERM (after the restore).
         """
         start = time.monotonic()
         before = self._get(spec.name, spec.namespace)
@@ -696,25 +754,29 @@ class KServeTarget:
         body = build_inference_service(spec)
         rollout = body["spec"]["predictor"]["annotations"][ROLLOUT_ANNOTATION]
         stale = self._stale_stall(spec.name, spec.namespace, rollout, spec.deployment_mode)
-        stored = self.apply(body)
-        generation = (stored.get("metadata") or {}).get("generation")
-        try:
-            obj, _ = self.wait_ready(
-                spec.name,
-                spec.namespace,
-                generation=generation,
-                rollout=rollout,
-                mode=spec.deployment_mode,
-                stale_stall=stale,
-            )
-        except DeployError as e:
+        with signals_raise():  # SIGTERM unwinds into the restore below, like Ctrl-C
             try:
-                undone = self._restore(
-                    spec.name, spec.namespace, previous_spec, spec.deployment_mode
+                stored = self.apply(body)
+            except DeployError:
+                raise  # refused: nothing of this run was stored
+            except BaseException as e:  # the write may have gone through
+                self._undo(spec, previous_spec, rollout, e)
+                raise
+            generation = (stored.get("metadata") or {}).get("generation")
+            try:
+                obj, _ = self.wait_ready(
+                    spec.name,
+                    spec.namespace,
+                    generation=generation,
+                    rollout=rollout,
+                    mode=spec.deployment_mode,
+                    stale_stall=stale,
                 )
-            except DeployError as restore_error:  # keep the error that caused the rollback
-                undone = f"undoing the change failed too: {restore_error}"
-            raise type(e)(f"{e}; {undone}") from e
+            except DeployError as e:
+                raise type(e)(f"{e}; {self._undo(spec, previous_spec, rollout, e)}") from e
+            except BaseException as e:
+                self._undo(spec, previous_spec, rollout, e)
+                raise
         status = obj.get("status") or {}
         return Deployment(
             target="kserve",
@@ -735,26 +797,107 @@ class KServeTarget:
             },
         )
 
+    def _undo(
+        self,
+        spec: DeploySpec,
+        previous_spec: dict[str, Any] | None,
+        rollout: str,
+        error: BaseException,
+    ) -> str:
+        """Restore what :meth:`deploy` replaced after ``error``; returns what was done.
+
+        A failure to restore is reported, not raised, so ``error`` stays the one the caller
+        sees; an error that is no :class:`DeployError` gets the report as a note. After an
+        interrupt (no ``Exception``) the restored spec is not waited for: a KFP cancel kills the
+        pod some seconds after its SIGTERM.
+        """
+        interrupted = not isinstance(error, Exception)
+        try:
+            undone = self._restore(
+                spec.name,
+                spec.namespace,
+                previous_spec,
+                spec.deployment_mode,
+                applied=rollout,
+                wait=not interrupted,
+            )
+        except Exception as restore_error:
+            undone = f"undoing the change failed too: {restore_error}"
+        if not isinstance(error, DeployError):
+            logger.error(
+                "deploying InferenceService %s/%s stopped by %s; %s",
+                spec.namespace,
+                spec.name,
+                type(error).__name__,
+                undone,
+            )
+            error.add_note(undone)
+        return undone
+
     def _restore(
-        self, name: str, namespace: str, previous_spec: dict[str, Any] | None, mode: str
+        self,
+        name: str,
+        namespace: str,
+        previous_spec: dict[str, Any] | None,
+        mode: str,
+        *,
+        applied: str | None = None,
+        wait: bool = True,
     ) -> str:
         """Put back ``previous_spec`` (None: delete the object) and wait until it serves again.
+
+        Args:
+            name: The InferenceService.
+            namespace: Its namespace.
+            previous_spec: The spec to put back; None: the object was new, delete it.
+            mode: Its deployment mode.
+            applied: The rollout stamp of the spec being undone: an object that carries another
+                one was changed by someone else since, and is left as it is.
+            wait: Wait until the restored spec serves again.
 
         Returns what was done; a restored spec that does not serve again is reported, not
         raised, so the error that caused the rollback stays the one the caller sees.
         """
+        current = self._get(name, namespace)
+        if current is None:  # someone deleted it: don't resurrect it
+            return f"InferenceService {namespace}/{name} no longer exists; nothing restored"
+        if applied is not None and stamp_of(current) != applied:
+            if previous_spec is not None and stamp_of(current) == stamp_of({"spec": previous_spec}):
+                return (  # the change never got stored
+                    f"InferenceService {namespace}/{name} still has its previous spec; nothing "
+                    "to restore"
+                )
+            logger.warning(
+                "not restoring InferenceService %s/%s: it carries rollout %s, not %s",
+                namespace,
+                name,
+                stamp_of(current),
+                applied,
+            )
+            return (
+                f"not restored: InferenceService {namespace}/{name} now carries rollout "
+                f"{stamp_of(current)}, not {applied}, so another deploy changed it since; "
+                "left as it is"
+            )
         if previous_spec is None:
             self._delete(name, namespace)
             return f"deleted the new InferenceService {namespace}/{name}"
-        if self._get(name, namespace) is None:  # someone deleted it: don't resurrect it
-            return f"InferenceService {namespace}/{name} no longer exists; nothing restored"
         rollout = ((previous_spec.get("predictor") or {}).get("annotations") or {}).get(
             ROLLOUT_ANNOTATION
         )
         stale = self._stale_stall(name, namespace, rollout, mode)
-        stored = self.apply(
-            {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec}
-        )
+        try:
+            stored = self.apply(
+                {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec},
+                only_if=applied,
+            )
+        except _Superseded as e:
+            return f"not restored: {e}; left as it is"
+        if not wait:
+            return (
+                f"restored the previous spec of InferenceService {namespace}/{name} (not waiting "
+                "for it to serve)"
+            )
         try:
             _, waited = self.wait_ready(
                 name,
@@ -777,6 +920,9 @@ class KServeTarget:
     def rollback(self, deployment: Deployment) -> str:
         """Undo ``deployment``: restore the spec it replaced and wait for it, or delete it.
 
+        An InferenceService whose spec no longer carries ``deployment``'s rollout stamp was
+        changed by another deploy since, and is left as it is.
+
         Returns:
             What was done, for logs.
 
@@ -788,6 +934,7 @@ class KServeTarget:
             deployment.details.get("namespace", "default"),
             deployment.details.get("previous_spec"),
             deployment.details.get("deployment_mode", "Standard"),
+            applied=deployment.details.get("rollout"),
         )
         logger.warning("rolled back: %s", done)
         return done

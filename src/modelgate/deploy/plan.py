@@ -13,6 +13,7 @@ from modelgate.deploy.spec import DeploymentMode, DeploySpec
 from modelgate.deploy.target import Deployment, make_target
 from modelgate.errors import ConfigError, SmokeTestError
 from modelgate.placement import Placement
+from modelgate.processes import signals_raise
 from modelgate.storage import KSERVE_SCHEMES, STORE_SCHEMES, scheme_of
 from modelgate.validation import validated
 
@@ -235,19 +236,29 @@ def render_spec(params: Any, *, kserve_version: str | None = None) -> DeploySpec
 def smoke_test_or_rollback(deployment: Deployment, *, prompt: str) -> str:
     """Smoke-test ``deployment``; on failure roll it back, then raise.
 
+    Anything that stops the smoke test (an error, Ctrl-C, SIGTERM from a KFP cancel) rolls the
+    unverified deployment back before it propagates.
+
     Returns:
         The completion text.
 
     Raises:
         SmokeTestError: A call failed or returned no text; the message says what the rollback
             did.
+        KeyboardInterrupt: Ctrl-C or SIGTERM (after the rollback).
     """
-    try:
-        return smoke_test(deployment.endpoint, model=deployment.model, prompt=prompt)["completion"]
-    except SmokeTestError as e:
-        done = make_target(deployment.target).rollback(deployment)
-        logger.error("smoke test failed; %s", done)
-        raise SmokeTestError(f"{e}; {done}") from e
+    with signals_raise():  # SIGTERM unwinds into the rollback, like Ctrl-C
+        try:
+            return smoke_test(deployment.endpoint, model=deployment.model, prompt=prompt)[
+                "completion"
+            ]
+        except BaseException as e:
+            done = make_target(deployment.target).rollback(deployment)
+            logger.error("smoke test failed (%s); %s", type(e).__name__, done)
+            if isinstance(e, SmokeTestError):
+                raise SmokeTestError(f"{e}; {done}") from e
+            e.add_note(done)
+            raise
 
 
 __all__ = ["current_namespace", "deploy_model", "smoke_test_or_rollback", "storage_uri_for"]

@@ -27,7 +27,10 @@ class Deployment:
 class DeployTarget(Protocol):
     """A place a model can be served. Implementations: KServe, local vLLM process."""
 
-    name: DeployTargetName
+    @property
+    def name(self) -> DeployTargetName:
+        """The target's name, one of :data:`TARGETS`."""
+        ...
 
     def deploy(self, spec: DeploySpec) -> Deployment:
         """Create or update the deployment of ``spec.storage_uri`` and wait until it serves."""
