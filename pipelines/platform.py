@@ -11,7 +11,13 @@ How the KFP v2 driver reads each setting decides the parameter types (kubeflow/p
 * ``nodeSelectorJson`` is read as a struct (``resolveK8sJsonParameter``): the node selector is a
   STRUCT parameter, or it is silently dropped;
 * generic ephemeral volume sizes are constants (no parameter resolution), so the work volume
-  size comes from the compile-time placement.
+  size comes from the compile-time placement;
+* emptyDir mounts (``k8s.go``, ``EmptyDirMounts``) are constants too: every GPU step gets a
+  ``Memory`` emptyDir at ``/dev/shm``, because a container's own is 64 MiB and vLLM's tensor
+  parallelism (``accelerator_count`` >= 2) passes NCCL buffers through it;
+* a retry policy (``set_retry``) becomes the executor's Argo ``retryStrategy``
+  (``v2/compiler/argocompiler/container.go``), whose backoff factor Argo reads as an integer
+  (argo-workflows ``workflow/controller/operator.go``, ``intstr.Int32``).
 
 No path is set through environment variables here: kfp.local applies them too, on a machine
 without the volume. The library finds the work volume at :data:`~modelgate.placement.WORK_DIR`.
@@ -26,6 +32,13 @@ from modelgate.placement import HEAVY_STEPS, WORK_DIR, Placement, Step
 
 #: Keys of the model store secret mapped to the environment of the steps that read or write it.
 STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
+#: Shared memory of GPU steps: a ``Memory`` emptyDir at ``/dev/shm`` (what ``docker run
+#: --shm-size`` gives vLLM); its pages count against the step's memory limit once written.
+SHM_VOLUME, SHM_PATH, SHM_SIZE = "dshm", "/dev/shm", "16Gi"
+#: Retries of steps whose side effects are safe to repeat (register, record, promote): the
+#: library retries a transient registry failure for about 10 s; these outlast a registry restart
+#: (30 s, 60 s, 120 s). The factor is an integer, as Argo reads it.
+STEP_RETRIES, STEP_BACKOFF, STEP_BACKOFF_FACTOR, STEP_BACKOFF_MAX = 3, "30s", 2, "10m"
 
 
 def place(
@@ -56,6 +69,9 @@ def place(
         )
     if accelerator_type is not None and accelerator_count is not None:
         task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+        kubernetes.empty_dir_mount(
+            task, volume_name=SHM_VOLUME, mount_path=SHM_PATH, medium="Memory", size_limit=SHM_SIZE
+        )
     if tolerations is not None:
         kubernetes.add_toleration_json(task, tolerations)
     if node_selector is not None:
@@ -77,6 +93,20 @@ def use_hf_token(task: dsl.PipelineTask, secret: dsl.PipelineParameterChannel) -
     """Mount key ``token`` of the Hub token secret as ``HF_TOKEN`` (optional)."""
     kubernetes.use_secret_as_env(
         task, secret_name=secret, secret_key_to_env={"token": HF_TOKEN_ENV}, optional=True
+    )
+
+
+def retry_safely(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """Retry a step whose external side effects are safe to repeat (register, record, promote).
+
+    Each of them reads before it writes (the library's registry calls are idempotent), so a
+    second attempt after a failed or interrupted one finishes the same change.
+    """
+    return task.set_retry(
+        num_retries=STEP_RETRIES,
+        backoff_duration=STEP_BACKOFF,
+        backoff_factor=STEP_BACKOFF_FACTOR,
+        backoff_max_duration=STEP_BACKOFF_MAX,
     )
 
 

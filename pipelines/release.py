@@ -16,7 +16,13 @@ from modelgate.components import (
     register_candidate,
 )
 from modelgate.pipelines import PIPELINES_DIR
-from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+from modelgate.pipelines.platform import (
+    no_cache,
+    place,
+    retry_safely,
+    use_hf_token,
+    use_store_secret,
+)
 from modelgate.pipelines.stages import evaluate, gate_and_promote, gpu, production_lookup
 
 from modelgate.params import param_default
@@ -180,7 +186,7 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             registry_url=registry_url,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         ).set_display_name("register candidate")
-        no_cache(place(register, "register", placement))
+        retry_safely(no_cache(place(register, "register", placement)))
 
         evaluations = {
             label: evaluate(p, placement, model_uri=uri, label=label)

@@ -20,7 +20,13 @@ from modelgate.components import (
     smoke_test,
     stop_promotion,
 )
-from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+from modelgate.pipelines.platform import (
+    no_cache,
+    place,
+    retry_safely,
+    use_hf_token,
+    use_store_secret,
+)
 
 from modelgate.placement import Placement
 
@@ -91,7 +97,7 @@ def gate_and_promote(
         gate_report=gate.outputs["table"],
         registry_url=p["registry_url"],
     ).set_display_name("record evaluation")
-    no_cache(place(recorded, "register", placement))
+    retry_safely(no_cache(place(recorded, "register", placement)))
 
     with dsl.If(gate.outputs["passed"] == True, name="gate-passed"):  # noqa: E712 - KFP DSL
         deploy = deploy_model(
@@ -116,9 +122,11 @@ def gate_and_promote(
             deployment=deploy.outputs["deployment"], prompt=p["smoke_prompt"]
         ).set_display_name("smoke test")
         no_cache(place(smoke, "smoke_test", placement))
-        promote = promote_candidate(record=record, registry_url=p["registry_url"])
+        promote = promote_candidate(
+            record=record, registry_url=p["registry_url"], endpoint=deploy.outputs["endpoint"]
+        )
         promote.set_display_name("promote")
-        no_cache(place(promote.after(smoke), "register", placement))
+        retry_safely(no_cache(place(promote.after(smoke), "register", placement)))
     with dsl.Else(name="gate-failed"):
         stop = stop_promotion(summary=gate.outputs["summary"], table=gate.outputs["table"])
         stop.set_display_name("stop promotion")

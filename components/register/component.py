@@ -175,23 +175,31 @@ def record_evaluation(
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def promote_candidate(record: str, registry_url: str = "") -> str:
+def promote_candidate(record: str, registry_url: str = "", endpoint: str = "") -> str:
     """After the post-deploy checks: the version becomes production, the previous one archived.
+
+    Safe to repeat (the pipeline retries it): promoting the production version again changes
+    nothing.
 
     Args:
         record: Registry record JSON from ``register_candidate``.
         registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
+        endpoint: The deploy step's endpoint, which already serves the version.
 
     Returns:
         What was done, or why it was skipped.
 
     Raises:
-        RegistryError: The registry refused the update.
+        RegistryError: The registry refused the update; the message says that the endpoint
+            serves the version while the registry still says ``candidate``, and the command
+            that promotes it by hand.
     """
     from modelgate.logs import configure_logging
     from modelgate.registry import RegistryRecord, promote_candidate
 
     configure_logging()
     return promote_candidate(
-        record=RegistryRecord.from_dict(record), registry_url=registry_url or None
+        record=RegistryRecord.from_dict(record),
+        registry_url=registry_url or None,
+        endpoint=endpoint or None,
     )

@@ -140,3 +140,31 @@ def test_pipeline_parameters_are_declared_once(pipeline, required):
             assert "defaultValue" not in spec, f"{name} must be given"
             continue
         assert spec["defaultValue"] == param_default(name, model), name
+
+
+@pytest.mark.parametrize("name", PIPELINE_MODULES)
+def test_steps_with_safe_side_effects_carry_a_retry_policy(name):
+    """register, record and promote are retried (``task.set_retry``); the KFP backend compiles
+    ``retryPolicy`` into the executor's Argo retryStrategy (backend/src/v2/compiler/argocompiler/
+    container.go), and Argo reads the backoff factor as an integer."""
+    from modelgate.pipelines.platform import (
+        STEP_BACKOFF_FACTOR,
+        STEP_RETRIES,
+    )
+
+    tasks = _all_tasks(load(name)[0])
+    policies = {t["taskInfo"]["name"]: t.get("retryPolicy") for t in tasks.values()}
+    retried = {step for step, policy in policies.items() if policy}
+    expected = {"register candidate", "record evaluation", "promote"} & set(policies)
+    assert retried == expected and "promote" in retried
+    for step in retried:
+        assert policies[step] == {
+            "maxRetryCount": STEP_RETRIES,
+            "backoffDuration": "30s",
+            "backoffFactor": float(STEP_BACKOFF_FACTOR),
+            "backoffMaxDuration": "600s",
+        }, step
+    assert float(STEP_BACKOFF_FACTOR).is_integer()
+    promote = next(t for t in tasks.values() if t["taskInfo"]["name"] == "promote")
+    endpoint = promote["inputs"]["parameters"]["endpoint"]["taskOutputParameter"]
+    assert endpoint == {"outputParameterKey": "endpoint", "producerTask": "deploy-model"}

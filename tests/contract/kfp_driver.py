@@ -12,6 +12,10 @@ Usage::
     plan = plans["condition-branches-1/condition-2/deploy-model"]  # path of task keys
     assert not plan.errors and plan.limits["nvidia.com/gpu"] == "1"
 
+Besides parameters, a plan carries the emptyDir mounts (``k8s.go``) and the Argo retry strategy
+a ``retryPolicy`` compiles to (``v2/compiler/argocompiler/container.go``); platform settings the
+model does not replay are reported as warnings, so a new kind cannot pass unexamined.
+
 Every branch is resolved as if its condition held. Task outputs, loop items that are only known
 at run time and CEL ``parameterExpressionSelector`` results become typed placeholders
 (``_placeholder``). Not modelled: ``Literal[...]`` checks and what the Kubernetes API validates
@@ -57,6 +61,8 @@ class PodPlan:
     secret_volumes: list[dict[str, Any]] = field(default_factory=list)  # secret, mount_path, ...
     pvc_mounts: list[dict[str, str]] = field(default_factory=list)  # pvc, mount_path
     ephemeral_volumes: list[dict[str, Any]] = field(default_factory=list)  # name, size, mount_path
+    empty_dirs: list[dict[str, Any]] = field(default_factory=list)  # name, medium, size_limit, path
+    retry: dict[str, Any] | None = None  # the executor's Argo retryStrategy, see _Walk.retry
     cache_enabled: bool = False
     inputs: dict[str, Value] = field(default_factory=dict)  # ExecutorInput parameter values
     errors: list[str] = field(default_factory=list)  # the driver fails the task
@@ -218,6 +224,18 @@ _ACCEPTS = {
     "list_value": ("LIST",),
     "struct_value": ("STRUCT", "TASK_FINAL_STATUS"),
 }
+#: KubernetesExecutorConfig fields this model replays; any other is reported as a warning.
+_MODELLED = frozenset(
+    {
+        "pvcMount",
+        "nodeSelector",
+        "tolerations",
+        "secretAsVolume",
+        "secretAsEnv",
+        "genericEphemeralVolume",
+        "emptyDirMounts",
+    }
+)
 # k8s.io/api core/v1 Toleration JSON fields, by their lower-cased spelling (encoding/json
 # matches keys case-insensitively and ignores unknown ones).
 _TOLERATION = {k.lower(): k for k in ("key", "operator", "value", "effect", "tolerationSeconds")}
@@ -366,9 +384,54 @@ class _Walk:
         plan.errors += errors
         # cache.go getFingerPrintsAndID (~L132-147); set_caching_options(False) compiles to {}
         plan.cache_enabled = task.get("cachingOptions", {}).get("enableCache") is True
+        self.retry(plan, task.get("retryPolicy"))
         self.resources(plan, self.executors[label]["container"].get("resources", {}))
         self.platform(plan, self.k8s.get(label, {}), params, tasks)
         self.plans[path] = plan
+
+    def retry(self, plan: PodPlan, policy: dict | None) -> None:
+        """A task's ``retryPolicy`` as Argo runs it.
+
+        v2/compiler/argocompiler/container.go: ``getTaskRetryParametersWithValues``
+        (~L618-653) passes ``maxRetryCount``, the Duration seconds (``.Seconds``: fractions
+        dropped) and ``backoffFactor`` through ``AnyStringPtr`` (``fmt %v``), unset durations
+        default to "0" (``addParameterDefault``, ~L423); ``getTaskRetryStrategyFromInput``
+        (~L671-690) makes them the executor's ``retryStrategy`` (~L586-591). Argo then reads
+        limit and factor with ``intstr.Int32`` (argo-workflows util/intstr/parametrizable.go:
+        ``strconv.Atoi``, else "value '%s' cannot be resolved to an int") and waits
+        ``duration * factor**n``, giving up once a wait would end after ``maxDuration`` from
+        the first attempt (workflow/controller/operator.go ``processNodeRetries``).
+        """
+        if policy is None:
+            return
+
+        def seconds(key: str) -> int:
+            text = str(policy.get(key, "0s"))  # protobuf Duration JSON, e.g. "30s", "1.5s"
+            return int(Decimal(text.removesuffix("s") or "0"))
+
+        raw = {
+            "limit": str(int(policy.get("maxRetryCount", 0))),
+            "factor": _go_float(float(policy.get("backoffFactor", 0.0)), "v"),
+        }
+        values: dict[str, int] = {}
+        for name, text in raw.items():
+            if not re.fullmatch(r"[+-]?[0-9]+", text):
+                plan.errors.append(
+                    f"retryStrategy.{name}: value '{text}' cannot be resolved to an int "
+                    "(Argo fails the step when it would retry it)"
+                )
+                return
+            values[name] = int(text)
+        duration, max_duration = seconds("backoffDuration"), seconds("backoffMaxDuration")
+        waits, total = [], 0
+        for n in range(values["limit"]):
+            wait = duration * values["factor"] ** n if values["factor"] > 0 else duration
+            total += wait
+            if max_duration and total > max_duration:
+                break
+            waits.append(wait)
+        plan.retry = {**values, "duration_s": duration, "max_duration_s": max_duration}
+        plan.retry["waits_s"] = waits  # the retries Argo makes (run times not counted)
 
     def pod_param(self, plan: PodPlan, raw: str) -> str:
         """resolve.go resolvePodSpecInputRuntimeParameter (~L818-831): GetStringValue() only."""
@@ -492,6 +555,24 @@ class _Walk:
             ):
                 self.toleration(plan, item)
         self.secrets(plan, cfg, params, tasks)
+        for key in sorted(set(cfg) - _MODELLED):
+            plan.warnings.append(f"platform setting {key!r} is not modelled: check it by hand")
+        for vol in cfg.get("emptyDirMounts", []):  # ~L595-623: sizeLimit parsed, if any
+            size = vol.get("sizeLimit", "")
+            try:
+                plan.empty_dirs.append(
+                    {
+                        "name": vol.get("volumeName"),
+                        "medium": vol.get("medium", ""),
+                        "size_limit": parse_quantity(size) if size else None,
+                        "mount_path": vol.get("mountPath"),
+                    }
+                )
+            except DriverError as e:
+                plan.errors.append(
+                    f"failed to parse size limit {size!r} for emptyDir volume "
+                    f"{vol.get('volumeName')!r}: {e}"
+                )
         for vol in cfg.get("genericEphemeralVolume", []):  # ~L548: a plain string, no parameter
             size = vol.get("size", "")
             try:

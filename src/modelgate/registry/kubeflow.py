@@ -32,6 +32,22 @@ a version by name, or the newest LIVE one neither ``rejected`` nor ``archived``.
 the artifact ``uri`` and the ``lineage`` (the version's properties but ``modelgate.*`` and
 ``eval.*``).
 
+Credentials: the bearer token is only ever the one configured for the registry:
+``token=``, else ``$MODEL_REGISTRY_TOKEN`` (e.g. a Secret mounted as that variable), else the
+file named by ``token_file=`` or ``$MODEL_REGISTRY_TOKEN_FILE`` (e.g. a projected
+service-account token whose audience is the registry, mounted with a ``serviceAccountToken``
+volume projection). Without one, no ``Authorization`` header is sent: the ``model-registry``
+client's own fallback (``$KF_PIPELINES_SA_TOKEN_PATH``, then the pod's service-account token at
+``/var/run/secrets/kubernetes.io/serviceaccount/token``) is switched off, because that token is
+valid for the Kubernetes API and would be handed to whatever host the URL names. To use the
+pod's token anyway, name it: ``MODEL_REGISTRY_TOKEN_FILE=/var/run/secrets/kubernetes.io/
+serviceaccount/token``. A token goes only over ``https://``, or plain ``http://`` to this
+machine (loopback); a token with any other ``http://`` URL raises
+:class:`~modelgate.errors.ConfigError` unless ``allow_insecure_token`` (or
+``$MODELGATE_ALLOW_INSECURE_TOKEN=1``). TLS certificates of an ``https://`` registry are always
+verified (``custom_ca`` for a private CA) unless ``insecure=True`` or
+``$MODEL_REGISTRY_INSECURE=1``. The client needs a token for ``https://``.
+
 Model format: ``model_format_name`` defaults to ``"vLLM"``, the name KServe/ODH vLLM
 ServingRuntimes list in ``supportedModelFormats`` and the one :mod:`modelgate.deploy` uses, so a
 registry-driven deploy picks the vLLM runtime. The weights' on-disk format (safetensors with a
@@ -39,11 +55,21 @@ compressed-tensors quantization config) is lineage, recorded by the caller as a 
 as ``quant_scheme``.
 
 Re-registration: registering a version name that already exists is idempotent when the
-existing version is LIVE and its model artifact has the same URI (the step can be retried);
-anything else raises :class:`~modelgate.errors.RegistryError` saying to choose a new version
-name or model name. The v1 API has no DELETE for models and versions, so a registration that
+existing version is LIVE and its model artifact has the same URI (the step can be retried), or
+when it is a ``candidate`` of the same ``pipeline_run_id`` that an earlier attempt of the step
+archived or left without its artifact (it is completed and set LIVE again); anything else
+raises :class:`~modelgate.errors.RegistryError` saying to choose a new version name or model
+name. The v1 API has no DELETE for models and versions, so a registration that
 fails half-way marks the version it created ARCHIVED before raising (never the registered
 model).
+
+Retries: every request has a :data:`~modelgate.registry.base.REQUEST_TIMEOUT` (``timeout=``),
+and the probe, the reads and the updates are retried on transient failures within
+:data:`~modelgate.registry.base.REGISTRY_RETRY`. The registered model, the version and its
+artifact are created one at a time (as ``ModelRegistry.register_model`` does); a create whose
+answer is lost (a timeout or a 5xx after the server may have stored it) is retried by reading
+first: a version carrying this registration's ``modelgate.registration_id`` (an artifact with
+the same URI) is adopted, anything else under that name is a clash.
 """
 
 from __future__ import annotations
@@ -56,11 +82,15 @@ import os
 import uuid
 import warnings
 from collections.abc import Callable, Coroutine
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
 
+from modelgate.constants import REGISTRY_INSECURE_ENV, REGISTRY_TOKEN_FILE_ENV
+from modelgate.credentials import ALLOW_INSECURE_TOKEN_ENV, env_flag, redact_url, token_for
 from modelgate.errors import ConfigError, RegistryAPIVersionError, RegistryError
 from modelgate.registry.base import (
     GATE_FAILED,
@@ -68,6 +98,8 @@ from modelgate.registry.base import (
     GATE_PROPERTY,
     GATE_REPORT_MAX_CHARS,
     REGISTRATION_ID_PROPERTY,
+    REGISTRY_RETRY,
+    REQUEST_TIMEOUT,
     RETIRED_STAGES,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
@@ -79,10 +111,13 @@ from modelgate.registry.base import (
     ProductionVersion,
     RegisterRequest,
     RegistryRecord,
+    TransientAnswer,
+    create_or_adopt,
     describe_error,
+    probe_retry_if,
+    transient_status,
     truncate,
 )
-from modelgate.retry import backoff
 
 if TYPE_CHECKING:
     from model_registry import ModelRegistry
@@ -111,9 +146,20 @@ DESCRIPTION_MAX_CHARS = 200
 _LIVE, _ARCHIVED = "LIVE", "ARCHIVED"
 
 
-def _run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
-    """Run one client coroutine on a private event loop (avoids the client's nest_asyncio)."""
-    return asyncio.run(coro)
+def _transient(e: BaseException) -> bool:
+    """A client failure worth another try: no answer in time, a lost connection, a 5xx/408/429.
+
+    mr_openapi raises ``ApiException`` (``ServiceException`` for 5xx) with the HTTP status;
+    aiohttp raises ``ClientConnectionError`` subclasses; :meth:`KubeflowModelRegistry._run`
+    raises ``TimeoutError``.
+    """
+    import aiohttp
+    from mr_openapi.exceptions import ApiException  # type: ignore[import-untyped]
+
+    if isinstance(e, ApiException):
+        return transient_status(e.status)
+    lost = (TimeoutError, aiohttp.ClientConnectionError, requests.ConnectionError, requests.Timeout)
+    return isinstance(e, lost)
 
 
 def _state(resource: Any) -> str:
@@ -166,8 +212,50 @@ def _card_summary(card: str) -> str | None:
     return None
 
 
-class _TransientProbeError(Exception):
-    """A probe answer worth retrying (5xx)."""
+def _read_token_file(path: str, *, source: str) -> str:
+    """The token in ``path`` (stripped).
+
+    Raises:
+        ConfigError: The file cannot be read or is empty.
+    """
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot read the registry token file {path!r} ({source}): {e.strerror or e}; mount "
+            "the token there or unset it"
+        ) from e
+    if not token:
+        raise ConfigError(f"the registry token file {path!r} ({source}) is empty")
+    return token
+
+
+def _client_class() -> type[ModelRegistry]:
+    """``ModelRegistry`` that never looks for a token by itself.
+
+    model-registry 0.3.18 (``_client.py``): when ``user_token`` is falsy (None or ``""``) the
+    constructor calls ``self._get_user_token(user_token_envvar)``, which reads the file named by
+    ``$KF_PIPELINES_SA_TOKEN_PATH`` or the pod's service-account token, and sends it as a bearer
+    token. Overriding that static method is the only way to have no token.
+
+    Raises:
+        ConfigError: The installed client has no such method (an unknown client version).
+    """
+    from model_registry import ModelRegistry
+
+    if not callable(getattr(ModelRegistry, "_get_user_token", None)):
+        raise ConfigError(
+            "the installed model-registry client has no ModelRegistry._get_user_token; modelgate "
+            "cannot stop it from reading the pod's service-account token: install "
+            "model-registry==0.3.18 (modelgate[registry])"
+        )
+
+    class _ConfiguredTokenOnly(ModelRegistry):
+        @staticmethod
+        def _get_user_token(user_token_envvar: str | None = None) -> str | None:
+            return None
+
+    return _ConfiguredTokenOnly
 
 
 class KubeflowModelRegistry:
@@ -177,16 +265,28 @@ class KubeflowModelRegistry:
         url: Registry base URL, ``http(s)://host[:port]`` (no path), e.g.
             ``http://model-registry-service.kubeflow.svc.cluster.local:8080``.
         author: Default author/owner written on what this backend creates.
-        token: Bearer token; defaults to ``$MODEL_REGISTRY_TOKEN``, then whatever the client
-            finds (``$KF_PIPELINES_SA_TOKEN_PATH`` or the pod's service-account token).
-        is_secure: Verify TLS; defaults to ``True`` for ``https://`` URLs. ``False`` with an
-            ``https://`` URL skips certificate verification.
+        token: Bearer token; defaults to ``$MODEL_REGISTRY_TOKEN``, then the file of
+            ``token_file``. Never the pod's service-account token unless named there.
+        token_file: File holding the token (read once); defaults to
+            ``$MODEL_REGISTRY_TOKEN_FILE``, e.g. a projected service-account token whose
+            audience is the registry.
+        is_secure: Use TLS; defaults to ``True`` for ``https://`` URLs. ``False`` with an
+            ``https://`` URL skips certificate verification and needs ``insecure=True``.
+        insecure: Skip TLS certificate verification of an ``https://`` registry; defaults to
+            ``$MODEL_REGISTRY_INSECURE``. Prefer ``custom_ca``.
         custom_ca: Path to a PEM CA bundle for TLS verification.
-        connect_attempts: Tries for the reachability probe (transient errors only).
-        timeout: Seconds for each probe request.
+        allow_insecure_token: Send the token over plain ``http://`` to a host other than this
+            machine; defaults to ``$MODELGATE_ALLOW_INSECURE_TOKEN``.
+        connect_attempts: Tries of the reachability probe at a registry that cannot be
+            reached at all (no connection, no answer in time); None: as many as
+            :data:`~modelgate.registry.base.REGISTRY_RETRY` allows. An answer with a transient
+            status (503 while it restarts) is retried within that policy in any case.
+        timeout: Seconds for each request (the client's own timeout is 5 minutes).
 
     Raises:
-        ConfigError: The URL is malformed.
+        ConfigError: The URL is malformed; a token would go over plain ``http://`` to another
+            host; TLS verification is turned off without ``insecure``; the token file cannot be
+            read.
     """
 
     def __init__(
@@ -195,30 +295,44 @@ class KubeflowModelRegistry:
         *,
         author: str,
         token: str | None = None,
+        token_file: str | None = None,
         is_secure: bool | None = None,
+        insecure: bool | None = None,
         custom_ca: str | None = None,
-        connect_attempts: int = 3,
-        timeout: float = 10.0,
+        allow_insecure_token: bool | None = None,
+        connect_attempts: int | None = None,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         parts = urlsplit(url.strip())
+        shown = redact_url(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
-                f"{URL_ENV}={url!r} is not a registry URL; expected http(s)://host[:port], "
+                f"{URL_ENV}={shown!r} is not a registry URL; expected http(s)://host[:port], "
                 "e.g. http://model-registry-service.kubeflow.svc.cluster.local:8080"
             )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ConfigError(
-                f"{URL_ENV}={url!r} must not contain a path; give only http(s)://host[:port] "
+                f"{URL_ENV}={shown!r} must not contain a path; give only http(s)://host[:port] "
                 f"(the client appends {API_PATH})"
             )
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as e:
-            raise ConfigError(f"{URL_ENV}={url!r} has an invalid port") from e
+            raise ConfigError(f"{URL_ENV}={shown!r} has an invalid port") from e
+        if insecure is None:
+            insecure = env_flag(REGISTRY_INSECURE_ENV)
         if is_secure is None:
-            is_secure = parts.scheme == "https"
+            is_secure = parts.scheme == "https" and not insecure
         if is_secure and parts.scheme != "https":
-            raise ConfigError(f"is_secure=True needs an https:// URL, got {url!r}")
+            raise ConfigError(f"is_secure=True needs an https:// URL, got {shown!r}")
+        if not is_secure and parts.scheme == "https":
+            if not insecure:
+                raise ConfigError(
+                    f"is_secure=False would skip TLS certificate verification of {shown}; give "
+                    f"custom_ca (a PEM CA bundle) instead, or, knowingly, insecure=True "
+                    f"({REGISTRY_INSECURE_ENV}=1)"
+                )
+            logger.warning("TLS certificates of %s are not verified (insecure)", shown)
         if not author:
             raise ConfigError("author must be a non-empty string")
         host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
@@ -227,10 +341,29 @@ class KubeflowModelRegistry:
         self._port = port
         self._url = f"{parts.scheme}://{host}:{port}"
         self._author = author
-        self._token = token or os.environ.get(TOKEN_ENV) or None
+        token = token or os.environ.get(TOKEN_ENV) or None
+        if token is None:
+            if token_file:
+                token = _read_token_file(token_file, source="token_file")
+            elif os.environ.get(REGISTRY_TOKEN_FILE_ENV):
+                token = _read_token_file(
+                    os.environ[REGISTRY_TOKEN_FILE_ENV], source=REGISTRY_TOKEN_FILE_ENV
+                )
+        self._token = token_for(
+            self._url,
+            token,
+            allow_insecure=allow_insecure_token,
+            what=f"the registry token ({TOKEN_ENV} / {REGISTRY_TOKEN_FILE_ENV})",
+            refuse=True,
+            fix=(
+                f"unset {TOKEN_ENV}/{REGISTRY_TOKEN_FILE_ENV} if the registry needs none, or "
+                f"set {ALLOW_INSECURE_TOKEN_ENV}=1 if the network is protected otherwise "
+                "(e.g. a service mesh with mTLS)"
+            ),
+        )
         self._is_secure = is_secure
         self._custom_ca = custom_ca
-        self._connect_attempts = connect_attempts
+        self._connect_attempts = connect_attempts or REGISTRY_RETRY.attempts
         self._timeout = timeout
         self._client: ModelRegistry | None = None
 
@@ -242,8 +375,9 @@ class KubeflowModelRegistry:
     def check(self) -> None:
         """Probe the server and make sure it serves ``/api/model_registry/v1``.
 
-        Transient failures (connection errors, timeouts, 5xx) are retried
-        ``connect_attempts`` times.
+        Transient answers (5xx) are retried within
+        :data:`~modelgate.registry.base.REGISTRY_RETRY`; a registry that does not answer at
+        all is tried ``connect_attempts`` times.
 
         Raises:
             RegistryAPIVersionError: The server only serves an older API version.
@@ -320,35 +454,9 @@ class KubeflowModelRegistry:
             REGISTRATION_ID_PROPERTY: registration_id,
             STAGE_PROPERTY: STAGE_CANDIDATE,
         }
-        source: dict[str, str | None] = {}
-        run_id = request.properties.get("pipeline_run_id")
-        if run_id is not None and str(run_id):
-            run_name = request.properties.get("pipeline_run_name")
-            namespace = request.properties.get("namespace")
-            source = {
-                "model_source_kind": "kfp",
-                "model_source_class": "pipelinerun",
-                "model_source_id": str(run_id),
-                "model_source_name": str(run_name) if run_name is not None else None,
-                "model_source_group": str(namespace) if namespace is not None else None,
-            }
         logger.info("registering %s:%s (%s) in %s", name, version, request.uri, self._url)
         try:
-            client.register_model(
-                name,
-                request.uri,
-                model_format_name=request.model_format_name,
-                model_format_version=request.model_format_version,
-                version=version,
-                storage_key=request.storage_key,
-                storage_path=request.storage_path,
-                service_account_name=request.service_account_name,
-                author=request.author or self._author,
-                owner=self._author,
-                version_description=request.description,
-                metadata=metadata,
-                **source,
-            )
+            self._create(client, request, rm_before, metadata=metadata)
         except Exception as e:  # noqa: BLE001 - every failure must archive and re-raise
             cleanup = self._archive_partial(client, name, version, registration_id)
             raise RegistryError(
@@ -482,7 +590,7 @@ class KubeflowModelRegistry:
                 STAGE_PROPERTY: STAGE_ARCHIVED,
             }
             other.state = ModelVersionState.ARCHIVED
-            self._call(f"archive {name}:{other.name}", lambda v=other: client.update(v))
+            self._call(f"archive {name}:{other.name}", partial(client.update, other))
             archived.append(f"{name}:{other.name}")
         message = f"{name}:{version} is production"
         if archived:
@@ -612,8 +720,14 @@ class KubeflowModelRegistry:
 
     # --- internals -----------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn``, which must be safe to repeat (a read, an update that writes a whole state),
+        retried on :func:`_transient` failures within :data:`REGISTRY_RETRY`.
+
+        Raises:
+            RegistryError: It failed (for good, or transiently until the policy gave up).
+        """
         try:
-            return fn()
+            return REGISTRY_RETRY.call(fn, retry_if=_transient, what=f"{what} in {self._url}")
         except (RegistryError, ConfigError):
             raise
         except Exception as e:  # noqa: BLE001 - client raises many unrelated types
@@ -627,10 +741,129 @@ class KubeflowModelRegistry:
             return False
         return self._custom_ca or True
 
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run one client coroutine on a private event loop (avoids the client's nest_asyncio),
+        for at most ``timeout`` seconds: mr_openapi's own default is 5 minutes (``rest.py``).
+
+        Raises:
+            TimeoutError: No answer in time (the coroutine is cancelled).
+        """
+        return asyncio.run(asyncio.wait_for(coro, self._timeout))
+
+    def _create(
+        self,
+        client: ModelRegistry,
+        request: RegisterRequest,
+        rm: Any,
+        *,
+        metadata: dict[str, str | int | float | bool],
+    ) -> None:
+        """Create the registered model (unless ``rm``), the version and its artifact.
+
+        The same three requests as model-registry 0.3.18's ``ModelRegistry.register_model``
+        (``_client.py``: ``_register_model``, ``_register_new_version``,
+        ``_register_model_artifact``), made one at a time through the client's
+        ``ModelRegistryAPIClient`` so that each is retried, and adopted after a lost answer, on
+        its own (:meth:`_create_or_adopt`).
+
+        Raises:
+            RegistryError: A create failed, or a clash with what someone else created.
+        """
+        from model_registry.types import ModelVersion, RegisteredModel
+
+        api, run = client._api, client.async_runner
+        name, version = request.model_name, request.version_name
+        registration_id = metadata[REGISTRATION_ID_PROPERTY]
+        if rm is None:
+            rm = self._create_or_adopt(
+                f"create model {name!r}",
+                create=lambda: run(
+                    api.upsert_registered_model(RegisteredModel(name=name, owner=self._author))
+                ),
+                find=lambda: client.get_registered_model(name),
+                ours=lambda found: True,  # a model of that name is the one to register under
+            )
+        parent = str(rm.id)
+        mv = self._create_or_adopt(
+            f"create {name}:{version}",
+            create=lambda: run(
+                api.upsert_model_version(
+                    ModelVersion(
+                        name=version,
+                        author=request.author or self._author,
+                        description=request.description,
+                        custom_properties=metadata,
+                    ),
+                    parent,
+                )
+            ),
+            find=lambda: client.get_model_version(name, version),
+            ours=lambda found: (
+                (found.custom_properties or {}).get(REGISTRATION_ID_PROPERTY) == registration_id
+            ),
+        )
+        self._create_artifact(client, request, str(mv.id))
+
+    def _create_artifact(self, client: ModelRegistry, request: RegisterRequest, mv_id: str) -> None:
+        """The version's model artifact, with the KFP source fields when the run is known.
+
+        Raises:
+            RegistryError: The create failed, or another artifact is there.
+        """
+        from model_registry.types import ModelArtifact
+
+        name, version = request.model_name, request.version_name
+        source: dict[str, str | None] = {}
+        run_id = request.properties.get("pipeline_run_id")
+        if run_id is not None and str(run_id):
+            run_name = request.properties.get("pipeline_run_name")
+            namespace = request.properties.get("namespace")
+            source = {
+                "model_source_kind": "kfp",
+                "model_source_class": "pipelinerun",
+                "model_source_id": str(run_id),
+                "model_source_name": str(run_name) if run_name is not None else None,
+                "model_source_group": str(namespace) if namespace is not None else None,
+            }
+        artifact = ModelArtifact(
+            name=name,
+            uri=request.uri,
+            model_format_name=request.model_format_name,
+            model_format_version=request.model_format_version,
+            storage_key=request.storage_key,
+            storage_path=request.storage_path,
+            service_account_name=request.service_account_name,
+            **source,
+        )
+        self._create_or_adopt(
+            f"create the model artifact of {name}:{version}",
+            create=lambda: client.async_runner(
+                client._api.upsert_model_version_artifact(artifact, mv_id)
+            ),
+            find=lambda: client.get_model_artifact(name, version),
+            ours=lambda found: found.uri == request.uri,
+        )
+
+    def _create_or_adopt(
+        self,
+        what: str,
+        *,
+        create: Callable[[], T],
+        find: Callable[[], T | None],
+        ours: Callable[[T], bool],
+    ) -> T:
+        """:func:`~modelgate.registry.base.create_or_adopt` through this backend's retries."""
+        return create_or_adopt(
+            what, create=create, find=find, ours=ours, call=self._call, where=self._url
+        )
+
     def _probe(self, api_version: str) -> int:
         url = f"{self._url}/api/model_registry/{api_version}/registered_models"
+        tries = 0
 
         def once() -> int:
+            nonlocal tries
+            tries += 1
             resp = requests.get(
                 url,
                 params={"pageSize": "1"},
@@ -638,20 +871,20 @@ class KubeflowModelRegistry:
                 timeout=self._timeout,
                 verify=self._verify(),
             )
-            if resp.status_code >= 500:
-                raise _TransientProbeError(f"{url} answered {resp.status_code}: {resp.text[:200]}")
+            if transient_status(resp.status_code):
+                raise TransientAnswer(f"{url} answered {resp.status_code}: {resp.text[:200]}")
             return resp.status_code
 
+        unreachable = (requests.ConnectionError, requests.Timeout)
         try:
-            return backoff(
+            return REGISTRY_RETRY.call(
                 once,
-                retry_on=(_TransientProbeError, requests.ConnectionError, requests.Timeout),
-                attempts=self._connect_attempts,
+                retry_if=probe_retry_if(self._connect_attempts, unreachable),
                 what=f"probe {url}",
             )
-        except (_TransientProbeError, requests.RequestException) as e:
+        except (TransientAnswer, requests.RequestException) as e:
             raise RegistryError(
-                f"Model Registry at {self._url} is unreachable after {self._connect_attempts} "
+                f"Model Registry at {self._url} is unreachable after {tries} "
                 f"attempt(s) ({describe_error(e)}); check {URL_ENV} (expected http(s)://host:port "
                 "of the registry REST service) and that the service is up"
             ) from e
@@ -659,9 +892,15 @@ class KubeflowModelRegistry:
     def _connect(self) -> ModelRegistry:
         if self._client is not None:
             return self._client
+        if self._is_secure and not self._token:
+            raise ConfigError(
+                f"the model-registry client needs a bearer token for {self._url} (https): set "
+                f"{TOKEN_ENV} (e.g. from a Secret), or {REGISTRY_TOKEN_FILE_ENV} to a token file "
+                "such as a projected service-account token with the registry's audience"
+            )
         self.check()
         try:
-            from model_registry import ModelRegistry
+            client_class = _client_class()
         except ImportError as e:  # pragma: no cover - depends on the image
             raise ConfigError(
                 "the Kubeflow registry backend needs the 'model-registry' package; "
@@ -672,14 +911,14 @@ class KubeflowModelRegistry:
             warnings.filterwarnings("ignore", message="User access token is missing")
             self._client = self._call(
                 "connect",
-                lambda: ModelRegistry(
+                lambda: client_class(
                     f"{self._scheme}://{self._host}",
                     self._port,
                     author=self._author,
                     is_secure=self._is_secure,
                     user_token=self._token,
                     custom_ca=self._custom_ca,
-                    async_runner=_run_coroutine,
+                    async_runner=self._run,
                 ),
             )
         return self._client
@@ -732,6 +971,17 @@ class KubeflowModelRegistry:
             f"than {name!r}"
         )
         state = _state(existing)
+        run_id = request.properties.get("pipeline_run_id")
+        same_run = (
+            run_id is not None
+            and str(run_id) != ""
+            and (existing.custom_properties or {}).get("pipeline_run_id") == run_id
+            and _stage(existing) == STAGE_CANDIDATE
+        )
+        if same_run:  # an earlier attempt of this very step (a retry): finish what it began
+            resumed = self._resume(client, request, existing)
+            if resumed is not None:
+                return resumed
         if state != _LIVE:
             raise RegistryError(
                 f"model {name!r} already has a version {version!r} in state {state} (left by an "
@@ -755,6 +1005,48 @@ class KubeflowModelRegistry:
             version,
             message="already registered with the same uri (idempotent)",
             stage=_stage(existing),
+        )
+
+    def _resume(
+        self, client: ModelRegistry, request: RegisterRequest, existing: Any
+    ) -> RegistryRecord | None:
+        """Complete a version an earlier attempt of the same pipeline run left behind.
+
+        The attempt may have been killed after creating the version, or failed and archived
+        it; the step's retry (``set_retry``) then finds it here. It is set LIVE again and gets
+        its artifact. None when it is complete, or when its artifact points elsewhere.
+
+        Raises:
+            RegistryError: An update or create failed.
+        """
+        from model_registry.types import ModelVersionState
+
+        name, version = request.model_name, request.version_name
+        artifact = self._call(
+            f"look up artifact of {name}:{version}",
+            lambda: client.get_model_artifact(name, version),
+        )
+        complete = artifact is not None and _state(existing) == _LIVE
+        if complete or (artifact is not None and artifact.uri != request.uri):
+            return None  # nothing left to finish (idempotent), or a clash
+        logger.warning(
+            "%s:%s was left %s by an earlier attempt of run %s; completing it",
+            name,
+            version,
+            "without its artifact" if artifact is None else _state(existing),
+            request.properties.get("pipeline_run_id"),
+        )
+        if _state(existing) != _LIVE:
+            existing.state = ModelVersionState.LIVE
+            self._call(f"set {name}:{version} back to LIVE", lambda: client.update(existing))
+        if artifact is None:
+            self._create_artifact(client, request, str(existing.id))
+        return self._record_for(
+            client,
+            name,
+            version,
+            message="completed what an earlier attempt of this run registered",
+            stage=STAGE_CANDIDATE,
         )
 
     def _record_for(

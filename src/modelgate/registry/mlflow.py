@@ -21,6 +21,21 @@ says ``candidate``, ``rejected``, ``production`` or ``archived``.
 Idempotency: a version is found by its ``modelgate.version_name`` tag, so re-running the same
 pipeline run registers nothing twice; the same name with another URI is a clash, reported with
 how to resolve it. A registration that fails half-way deletes what it created (MLflow can).
+
+Retries (an ``mlflow server``): MLflow's own HTTP retries are switched off
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``): they repeat every method, POSTs included, so a
+``create_model_version`` whose answer was lost would make a second version. Instead the probe,
+the reads and the writes that are safe to repeat (tags, aliases, params, updates) are retried
+on transient failures within :data:`~modelgate.registry.base.REGISTRY_RETRY`, each request
+limited to ``timeout`` seconds, and a create whose answer was lost is retried by reading first:
+what carries this registration's ``modelgate.registration_id`` is adopted.
+
+Credentials: a server URL may carry ``user:password@`` (``mlflow+https://user:pw@host``; MLflow
+also reads ``MLFLOW_TRACKING_USERNAME``/``MLFLOW_TRACKING_PASSWORD``, which keep it out of the
+URL altogether). What this backend shows, logs, returns and records (:meth:`describe`, the
+record's ``registry``, messages) has the password replaced by ``***``
+(:func:`modelgate.credentials.redact_url`); later steps need the real URL from
+``registry_url`` or ``$MODEL_REGISTRY_URL``.
 """
 
 from __future__ import annotations
@@ -28,19 +43,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
 
+from modelgate.credentials import redact_url, scrub
 from modelgate.errors import ConfigError, RegistryError
 from modelgate.registry.base import (
     GATE_FAILED,
     GATE_PASSED,
     GATE_PROPERTY,
     REGISTRATION_ID_PROPERTY,
+    REGISTRY_RETRY,
+    REQUEST_TIMEOUT,
     RETIRED_STAGES,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
@@ -52,9 +72,12 @@ from modelgate.registry.base import (
     ProductionVersion,
     RegisterRequest,
     RegistryRecord,
+    TransientAnswer,
+    create_or_adopt,
     describe_error,
+    probe_retry_if,
+    transient_status,
 )
-from modelgate.retry import backoff
 
 if TYPE_CHECKING:
     from modelgate.evaluate import EvalResult
@@ -81,12 +104,13 @@ def tracking_uri(url: str) -> str:
         ConfigError: Not an ``mlflow+`` URL of a store MLflow's registry supports.
     """
     if not is_mlflow_url(url):
-        raise ConfigError(f"{url!r} is not an MLflow registry URL (mlflow+sqlite:///…)")
+        raise ConfigError(f"{redact_url(url)!r} is not an MLflow registry URL (mlflow+sqlite:///…)")
     uri = url.strip()[len(SCHEME_PREFIX) :]
     scheme = urlsplit(uri).scheme
     if scheme not in STORE_SCHEMES:
         raise ConfigError(
-            f"{URL_ENV}={url!r}: MLflow registry stores are {', '.join(STORE_SCHEMES)}; e.g. "
+            f"{URL_ENV}={redact_url(url)!r}: MLflow registry stores are "
+            f"{', '.join(STORE_SCHEMES)}; e.g. "
             "mlflow+sqlite:////abs/path/mlflow.db or mlflow+http://127.0.0.1:5000"
         )
     if scheme == "sqlite" and not uri.startswith("sqlite:////"):
@@ -97,11 +121,11 @@ def tracking_uri(url: str) -> str:
 
 
 def browse_hint(url: str) -> str:
-    """How a person looks at the registry behind ``url``."""
+    """How a person looks at the registry behind ``url`` (its password redacted)."""
     uri = tracking_uri(url)
     if uri.startswith("sqlite:"):
         return f"mlflow ui --backend-store-uri {uri}"
-    return f"open {uri} in a browser"
+    return f"open {redact_url(uri)} in a browser"
 
 
 class MLflowRegistry:
@@ -110,7 +134,9 @@ class MLflowRegistry:
     Args:
         url: ``mlflow+sqlite:///…`` or ``mlflow+http(s)://…`` (see module docstring).
         author: Recorded as ``modelgate.author`` on what this backend creates.
-        connect_attempts: Tries for a server that does not answer (transient errors only).
+        connect_attempts: Tries of the probe at a server that cannot be reached at all; None:
+            as many as :data:`~modelgate.registry.base.REGISTRY_RETRY` allows. A transient
+            answer (503) is retried within that policy in any case.
         timeout: Seconds per HTTP request to an MLflow server.
 
     Raises:
@@ -118,28 +144,38 @@ class MLflowRegistry:
     """
 
     def __init__(
-        self, url: str, *, author: str, connect_attempts: int = 3, timeout: float = 10.0
+        self,
+        url: str,
+        *,
+        author: str,
+        connect_attempts: int | None = None,
+        timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self._url = url.strip()
         self._uri = tracking_uri(self._url)
+        self._shown = redact_url(self._url)
+        """The URL as messages, logs and records show it: without its password."""
         self._author = author
-        self._attempts = connect_attempts
+        self._attempts = connect_attempts or REGISTRY_RETRY.attempts
         self._timeout = timeout
         self._artifacts: str | None = None
         self._db: Path | None = None
         if self._uri.startswith("sqlite:///"):
             self._db = Path(unquote(self._uri[len("sqlite:///") :]))
             self._artifacts = (self._db.parent / "artifacts").as_uri()
-        # the client's own retries would hide a dead server for minutes; ours are bounded
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        # MLflow's own retries repeat POSTs (urllib3 Retry with allowed_methods=None in
+        # mlflow/utils/request_utils.py) and would hide a dead server for minutes; ours know
+        # which calls are safe to repeat and are bounded (see the module docstring)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
         self._client_obj: Any = None
+        self._retrying = False
         self._checked = False
 
     # --- RegistryBackend -----------------------------------------------------------------
     def describe(self) -> str:
-        """The registry URL."""
-        return self._url
+        """The registry URL, its password redacted."""
+        return self._shown
 
     def check(self) -> None:
         """A server answers ``/health``; a SQLite store opens.
@@ -149,24 +185,26 @@ class MLflowRegistry:
         """
         if self._uri.startswith(("http://", "https://")):
             health = self._uri.rstrip("/") + "/health"
+            shown = redact_url(health)
 
             def probe() -> None:
                 resp = requests.get(health, timeout=self._timeout)
-                if resp.status_code >= 500:
-                    raise requests.ConnectionError(f"{health} answered {resp.status_code}")
+                if transient_status(resp.status_code):
+                    raise TransientAnswer(f"{shown} answered {resp.status_code}")
                 if resp.status_code != 200:
-                    raise RegistryError(f"{health} answered {resp.status_code}: no MLflow server")
+                    raise RegistryError(f"{shown} answered {resp.status_code}: no MLflow server")
 
+            unreachable = (requests.ConnectionError, requests.Timeout)
             try:
-                backoff(
+                REGISTRY_RETRY.call(
                     probe,
-                    retry_on=(requests.ConnectionError, requests.Timeout),
-                    attempts=self._attempts,
-                    what=f"probe {health}",
+                    retry_if=probe_retry_if(self._attempts, unreachable),
+                    what=f"probe {shown}",
                 )
-            except requests.RequestException as e:
+            except (TransientAnswer, requests.RequestException) as e:
                 raise RegistryError(
-                    f"MLflow registry at {self._uri} is unreachable ({describe_error(e)}); check "
+                    f"MLflow registry at {redact_url(self._uri)} is unreachable "
+                    f"({self._describe(e)}); check "
                     f"{URL_ENV} and that `mlflow server` is up"
                 ) from e
         if self._db is not None and not self._db.exists():
@@ -206,49 +244,63 @@ class MLflowRegistry:
                 "%s:%s is already registered as version %s", name, version, existing.version
             )
             return self._record(existing, message="already registered with the same uri")
-        from mlflow.exceptions import MlflowException
-
         created_model = False
-        try:
-            client.get_registered_model(name)
-        except MlflowException as e:
-            if getattr(e, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
-                raise RegistryError(f"reading model {name} in {self._url} failed: {e}") from e
-            self._call(
+        if self._registered_model(name) is None:
+            self._create_or_adopt(
                 f"create model {name}",
-                lambda: client.create_registered_model(
+                create=lambda: client.create_registered_model(
                     name, tags={"modelgate.author": self._author}, description=request.description
                 ),
+                find=lambda: self._registered_model(name),
+                ours=lambda found: True,  # a model of that name is the one to register under
             )
             created_model = True
         run_id = None
+        mv = None
+        registration_id = uuid.uuid4().hex
         try:
             tags = {k: str(v) for k, v in request.properties.items()}
             tags |= {
                 VERSION_PROPERTY: version,
                 STAGE_PROPERTY: STAGE_CANDIDATE,
-                REGISTRATION_ID_PROPERTY: f"{name}:{version}",
+                REGISTRATION_ID_PROPERTY: registration_id,
                 "modelgate.source_kind": "kfp"
                 if request.properties.get("pipeline_run_id")
                 else "local",
                 "modelgate.author": request.author or self._author,
             }
-            run = client.create_run(self._experiment(name), tags=tags, run_name=version)
+            experiment_id = self._experiment(name)
+            run = self._create_or_adopt(
+                f"create the run of {name}:{version}",
+                create=lambda: client.create_run(experiment_id, tags=tags, run_name=version),
+                find=lambda: self._run_of(experiment_id, registration_id),
+                ours=lambda found: True,  # found by this registration's id
+            )
             run_id = run.info.run_id
             for key, value in request.properties.items():
-                client.log_param(run_id, key, str(value)[:6000])
-            mv = client.create_model_version(
-                name,
-                source=request.uri,
-                run_id=run_id,
-                tags=tags,
-                description=request.description,
+                self._call(
+                    f"log param {key}", partial(client.log_param, run_id, key, str(value)[:6000])
+                )
+            mv = self._create_or_adopt(
+                f"create {name}:{version}",
+                create=lambda: client.create_model_version(
+                    name,
+                    source=request.uri,
+                    run_id=run_id,
+                    tags=tags,
+                    description=request.description,
+                ),
+                find=lambda: self._find(name, version),
+                ours=lambda found: (
+                    (found.tags or {}).get(REGISTRATION_ID_PROPERTY) == registration_id
+                ),
             )
-            client.set_terminated(run_id)
+            self._call(f"end the run of {name}:{version}", lambda: client.set_terminated(run_id))
         except Exception as e:  # noqa: BLE001 - every failure must clean up and re-raise
-            undone = self._undo(name, run_id, created_model)
+            undone = self._undo(name, run_id, created_model, version=mv)
             raise RegistryError(
-                f"registering {name}:{version} in {self._url} failed: {describe_error(e)}; {undone}"
+                f"registering {name}:{version} in {self._shown} failed: {self._describe(e)}; "
+                f"{undone}"
             ) from e
         logger.info(
             "registered %s:%s as MLflow version %s (%s)", name, version, mv.version, request.uri
@@ -286,7 +338,7 @@ class MLflowRegistry:
         for key, value in tags.items():
             self._call(
                 f"tag {record.model_name}:{record.version_name}",
-                lambda k=key, v=value: client.set_model_version_tag(mv.name, mv.version, k, v),
+                partial(client.set_model_version_tag, mv.name, mv.version, key, value),
             )
         self._call(
             f"describe {record.model_name}:{record.version_name}",
@@ -296,8 +348,8 @@ class MLflowRegistry:
         )
         if mv.run_id:
             run_id = mv.run_id
-            for key, value in results.flat().items():
-                self._call("log metric", lambda k=key, v=value: client.log_metric(run_id, k, v))
+            for metric, score in results.flat().items():
+                self._call("log metric", partial(client.log_metric, run_id, metric, score))
             self._call(
                 "log results", lambda: client.log_dict(run_id, results.to_dict(), "results.json")
             )
@@ -376,7 +428,9 @@ class MLflowRegistry:
         if version_name:
             mv = self._find(model_name, version_name)
             if mv is None:
-                raise RegistryError(f"{model_name} has no version {version_name!r} in {self._url}")
+                raise RegistryError(
+                    f"{model_name} has no version {version_name!r} in {self._shown}"
+                )
             return self._record(mv, message="found", lineage=True)
         client = self._client
         versions = self._call(
@@ -386,7 +440,7 @@ class MLflowRegistry:
         live = [v for v in versions if (v.tags or {}).get(STAGE_PROPERTY) not in RETIRED_STAGES]
         if not live:
             raise RegistryError(
-                f"{model_name} has no version in {self._url} that is neither rejected nor "
+                f"{model_name} has no version in {self._shown} that is neither rejected nor "
                 "archived; release one first, or name the version"
             )
         newest = max(live, key=lambda v: (v.creation_timestamp or 0, int(v.version)))
@@ -403,13 +457,78 @@ class MLflowRegistry:
             self._client_obj = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
         return self._client_obj
 
+    def _describe(self, e: BaseException) -> str:
+        """:func:`describe_error` without the URL's secrets (MLflow's messages quote the URL)."""
+        return scrub(describe_error(e), self._url)
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        try:
+        """``fn``, which must be safe to repeat (a read, a tag, an alias, an update), retried
+        on :meth:`_transient` failures within :data:`REGISTRY_RETRY`.
+
+        Raises:
+            RegistryError: It failed (for good, or transiently until the policy gave up).
+        """
+        if self._retrying:  # part of a call that is being retried as a whole: it retries
             return fn()
+        self._retrying = True
+        try:
+            return REGISTRY_RETRY.call(fn, retry_if=self._transient, what=what)
         except (RegistryError, ConfigError):
             raise
         except Exception as e:  # noqa: BLE001 - MLflow and requests raise many types
-            raise RegistryError(f"{what} in {self._url} failed: {describe_error(e)}") from e
+            raise RegistryError(f"{what} in {self._shown} failed: {self._describe(e)}") from e
+        finally:
+            self._retrying = False
+
+    def _transient(self, e: BaseException) -> bool:
+        """A failure of an ``mlflow server`` call worth another try: no connection, no answer
+        in time, or a 5xx/408/429 answer (a SQLite store has none of these)."""
+        from mlflow.exceptions import MlflowException
+
+        if not self._uri.startswith(("http://", "https://")):
+            return False
+        lost = (requests.ConnectionError, requests.Timeout, requests.exceptions.RetryError)
+        cause: BaseException | None = e
+        while cause is not None:  # mlflow re-raises requests' errors as MlflowException
+            if isinstance(cause, lost):
+                return True
+            cause = cause.__cause__ or cause.__context__
+        return isinstance(e, MlflowException) and transient_status(e.get_http_status_code())
+
+    def _create_or_adopt(
+        self,
+        what: str,
+        *,
+        create: Callable[[], T],
+        find: Callable[[], T | None],
+        ours: Callable[[T], bool],
+    ) -> T:
+        """:func:`~modelgate.registry.base.create_or_adopt` through this backend's retries."""
+        return create_or_adopt(
+            what, create=create, find=find, ours=ours, call=self._call, where=self._shown
+        )
+
+    def _registered_model(self, name: str) -> Any | None:
+        from mlflow.exceptions import MlflowException
+
+        def read() -> Any | None:
+            try:
+                return self._client.get_registered_model(name)
+            except MlflowException as e:
+                if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        return self._call(f"read model {name}", read)
+
+    def _run_of(self, experiment_id: str, registration_id: str) -> Any | None:
+        """The run a registration created (found by its ``modelgate.registration_id`` tag)."""
+        found = self._client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{REGISTRATION_ID_PROPERTY}` = '{registration_id}'",
+            max_results=1,
+        )
+        return found[0] if found else None
 
     def _experiment(self, model_name: str) -> str:
         name = f"modelgate/{model_name}"
@@ -417,12 +536,15 @@ class MLflowRegistry:
         found = self._call("find experiment", lambda: client.get_experiment_by_name(name))
         if found is not None:
             return found.experiment_id
-        return self._call(
+        made = self._create_or_adopt(
             "create experiment",
-            lambda: client.create_experiment(
+            create=lambda: client.create_experiment(
                 name, artifact_location=self._artifacts and f"{self._artifacts}/{model_name}"
             ),
+            find=lambda: client.get_experiment_by_name(name),
+            ours=lambda found: True,  # modelgate's experiment of this model
         )
+        return made if isinstance(made, str) else made.experiment_id
 
     def _find(self, name: str, version: str) -> Any | None:
         client = self._client
@@ -437,15 +559,18 @@ class MLflowRegistry:
     def _by_alias(self, name: str) -> Any | None:
         from mlflow.exceptions import MlflowException
 
-        try:
-            return self._client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
-        except MlflowException as e:
-            if getattr(e, "error_code", "") in (
-                "RESOURCE_DOES_NOT_EXIST",
-                "INVALID_PARAMETER_VALUE",
-            ):
-                return None
-            raise RegistryError(f"reading the production alias of {name} failed: {e}") from e
+        def read() -> Any | None:
+            try:
+                return self._client.get_model_version_by_alias(name, PRODUCTION_ALIAS)
+            except MlflowException as e:
+                if getattr(e, "error_code", "") in (
+                    "RESOURCE_DOES_NOT_EXIST",
+                    "INVALID_PARAMETER_VALUE",
+                ):
+                    return None
+                raise
+
+        return self._call(f"reading the production alias of {name}", read)
 
     def _version_of(self, record: RegistryRecord) -> Any:
         if record.status != "registered" or not record.model_name or not record.version_name:
@@ -453,7 +578,7 @@ class MLflowRegistry:
         mv = self._find(record.model_name, record.version_name)
         if mv is None:
             raise RegistryError(
-                f"{record.model_name}:{record.version_name} is not in {self._url} any more"
+                f"{record.model_name}:{record.version_name} is not in {self._shown} any more"
             )
         return mv
 
@@ -469,17 +594,22 @@ class MLflowRegistry:
             registered_model_id=mv.name,
             model_version_id=str(mv.version),
             model_artifact_id=mv.run_id,
-            registry=self._url,
+            registry=self._shown,
             model_name=mv.name,
             version_name=tags.get(VERSION_PROPERTY, str(mv.version)),
             stage=tags.get(STAGE_PROPERTY),
             uri=mv.source,
         )
 
-    def _undo(self, name: str, run_id: str | None, created_model: bool) -> str:
+    def _undo(
+        self, name: str, run_id: str | None, created_model: bool, *, version: Any = None
+    ) -> str:
         client = self._client
         done = []
         try:
+            if version is not None and not created_model:
+                client.delete_model_version(name, version.version)
+                done.append(f"deleted its version {version.version}")
             if run_id:
                 client.delete_run(run_id)
                 done.append("deleted its MLflow run")
