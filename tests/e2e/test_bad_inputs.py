@@ -208,9 +208,10 @@ def test_several_problems_are_all_reported(hub_mirror, addition_task_dir, tmp_pa
             "--eval-backend",
             "openai",
         ),
-        reason="preflight found 2 problem(s)",
+        reason="quant_scheme: unknown quant scheme 'int3'",
         root=tmp_path,
     )
+    # the params model collects every bad value in one message, before preflight's own checks
     assert "unknown quant scheme" in proc.stderr and "unknown eval backend" in proc.stderr
 
 
