@@ -270,7 +270,10 @@ def test_marked_processes_finds_an_orphan_of_the_run(tmp_path, monkeypatch):
 def test_stop_processes_gives_python_a_keyboard_interrupt_first(tmp_path):
     done = tmp_path / "finally-ran"
     script = (
-        "import sys, time\n"
+        "import signal, sys, time\n"
+        # a shell's background job starts with SIGINT ignored (CI may run us so): restore
+        # Python's own handler, which is what an interactive user's process has
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "print('up', flush=True)\n"
         "try:\n"
         "    time.sleep(300)\n"
