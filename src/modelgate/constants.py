@@ -18,6 +18,8 @@ REGISTRY_INSECURE_ENV = "MODEL_REGISTRY_INSECURE"
 #: Hugging Face Hub endpoint (a mirror) and token, as huggingface_hub names them.
 HF_ENDPOINT_ENV = "HF_ENDPOINT"
 HF_TOKEN_ENV = "HF_TOKEN"
+#: The public Hub, when no endpoint is named.
+HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 #: Python of an environment with vLLM, for local serving.
 VLLM_PYTHON_ENV = "MODELGATE_VLLM_PYTHON"
 #: Default model store of CLI runs.

@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from modelgate.constants import HF_ENDPOINT_ENV, HF_TOKEN_ENV
+from modelgate.constants import HF_DEFAULT_ENDPOINT, HF_ENDPOINT_ENV, HF_TOKEN_ENV
 from modelgate.credentials import (
     ALLOW_INSECURE_TOKEN_ENV,
     insecure_allowed,
@@ -312,7 +312,7 @@ def resolve_snapshot(
 
     if not repo_id.strip():
         raise ConfigError("repo_id is empty; pass a Hub id such as 'org/model'")
-    endpoint = (endpoint or os.environ.get(HF_ENDPOINT_ENV) or "https://huggingface.co").rstrip("/")
+    endpoint = (endpoint or os.environ.get(HF_ENDPOINT_ENV) or HF_DEFAULT_ENDPOINT).rstrip("/")
     configured = token or os.environ.get(HF_TOKEN_ENV) or None
     sent = hub_token(endpoint, configured, allow_insecure=allow_insecure_token)
     where = redact_url(endpoint)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from modelgate.constants import HF_ENDPOINT_ENV, HF_TOKEN_ENV
+from modelgate.constants import HF_DEFAULT_ENDPOINT, HF_ENDPOINT_ENV, HF_TOKEN_ENV
 from modelgate.credentials import insecure_allowed, is_secure_transport, token_for
 from modelgate.errors import ConfigError, EvaluationError
 from modelgate.storage import fetch_input, fetched, scheme_of, work_dir
@@ -433,7 +433,7 @@ def guard_hub_token(*, allow_insecure: bool | None = None) -> bool:
     Returns:
         True when a token was dropped.
     """
-    endpoint = os.environ.get(HF_ENDPOINT_ENV) or "https://huggingface.co"
+    endpoint = os.environ.get(HF_ENDPOINT_ENV) or HF_DEFAULT_ENDPOINT
     if is_secure_transport(endpoint) or insecure_allowed(allow_insecure):
         return False
     os.environ.update(NO_IMPLICIT_TOKEN_ENV)

@@ -40,9 +40,10 @@ def local_pipeline_root() -> Path:
     return data_home()
 
 
-def local_model_store() -> Path:
-    """The model store of local runs that name none."""
-    return local_pipeline_root() / "model-store"
+def local_model_store(pipeline_root: Path | None = None) -> Path:
+    """The model store of local runs that name none: ``model-store/`` under ``pipeline_root``
+    (default :func:`local_pipeline_root`)."""
+    return (pipeline_root or local_pipeline_root()) / "model-store"
 
 
 def demo_cache() -> Path:

@@ -212,7 +212,7 @@ def with_local_store(params: Any, pipeline_root: Path) -> Any:
 
     defaults: dict[str, Any] = {}
     if "model_store" in type(params).model_fields and not params.model_store:
-        defaults["model_store"] = (pipeline_root / "model-store").as_uri()
+        defaults["model_store"] = local_model_store(pipeline_root).as_uri()
     if not params.registry_url:  # the embedded registry of local runs
         defaults["registry_url"] = local_registry_url(pipeline_root)
     return params.model_copy(update=defaults)

@@ -111,7 +111,11 @@ def check_arguments(package_path: Path, arguments: Mapping[str, Any]) -> None:
             wrong type; the message names it and the fix.
     """
     _, spec = read_package(package_path)
-    declared = root_parameters(spec)
+    _check(root_parameters(spec), arguments)
+
+
+def _check(declared: Mapping[str, Any], arguments: Mapping[str, Any]) -> None:
+    """:func:`check_arguments` on the package's declared root parameters."""
     problems: list[str] = []
     for name, value in arguments.items():
         definition = declared.get(name)
@@ -158,9 +162,9 @@ def describe_arguments(package_path: Path, arguments: Mapping[str, Any]) -> dict
     Raises:
         ConfigError: As :func:`check_arguments`.
     """
-    check_arguments(package_path, arguments)
     _, spec = read_package(package_path)
     declared = root_parameters(spec)
+    _check(declared, arguments)
     return {
         name: {"type": declared[name].get("parameterType", ""), "value": arguments[name]}
         for name in declared
