@@ -85,3 +85,12 @@ class KFPServerError(SubmitError):
 
 class RunTimeoutError(SubmitError, TimeoutError):
     """The run did not finish within the wait's timeout; it keeps running on the cluster."""
+
+
+class ServingGateError(ModelgateError):
+    """The serving benchmark (GuideLLM) could not run against the endpoint, or its report is
+    unusable. A missed SLO bound is not this: the gate's result says so."""
+
+
+class EndpointUnreachableError(ServingGateError):
+    """The serving endpoint did not answer ``GET /v1/models`` like an OpenAI-compatible server."""

@@ -3,6 +3,7 @@
 * :mod:`~modelgate.cli.local` — ``run`` (a release here, with kfp.local), ``preflight``, ``demo``
 * :mod:`~modelgate.cli.kfp` — ``submit`` and ``schedule`` on Kubeflow Pipelines
 * :mod:`~modelgate.cli.gate` — ``gate`` on saved results
+* :mod:`~modelgate.cli.slo` — ``slo``, the serving gate against a live endpoint
 * :mod:`~modelgate.cli.build` — ``compile`` and ``render``
 
 Commands that start a run take the pipelines' parameters as options (generated from
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from modelgate import __version__
-from modelgate.cli import build, gate, kfp, local
+from modelgate.cli import build, gate, kfp, local, slo
 from modelgate.cli._common import err_console
 from modelgate.errors import ModelgateError
 
@@ -56,6 +57,7 @@ app.command("preflight")(local.preflight)
 app.command("submit")(kfp.submit)
 app.add_typer(kfp.schedule_app, name="schedule")
 app.command("gate")(gate.gate)
+app.command("slo")(slo.slo)
 app.command("render")(build.render)
 app.command("compile")(build.compile_)
 app.command("demo")(local.demo)
