@@ -18,11 +18,14 @@ Contract details it follows: camelCase field names; ``customProperties`` values 
 *string*, ``double_value`` a number, ``bool_value`` a boolean; ids and
 ``createTimeSinceEpoch``/``lastUpdateTimeSinceEpoch`` are strings; lists carry ``items``,
 ``size``, ``pageSize`` and ``nextPageToken``; errors are the spec's ``Error``
-(``{"code", "message"}``). Bodies are validated strictly: an unknown field, a wrong type, a
-read-only field on a create/update, or a malformed custom property answers 400, like the Go
-server whose generated controllers decode with ``DisallowUnknownFields``. Name clashes answer
-409 (the spec lists 409 for the create operations). Unknown routes answer Go's plain-text
-``404 page not found``.
+(``{"code", "message"}``). A PATCH that carries ``customProperties`` replaces them all (the
+server deletes those left out: kubeflow/hub ``internal/platform/db/repository/
+generic_repository.go``, ``handleProperties``); one without keeps them
+(``internal/core/model_version.go``, ``UpsertModelVersion``). Bodies are validated strictly:
+an unknown field, a wrong type, a read-only field on a create/update, or a malformed custom
+property answers 400, like the Go server whose generated controllers decode with
+``DisallowUnknownFields``. Name clashes answer 409 (the spec lists 409 for the create
+operations). Unknown routes answer Go's plain-text ``404 page not found``.
 
 Switches for failure tests: ``api_version="v1alpha3"`` serves only the old prefix (an old
 server), ``fail(operation, status)`` makes the next call of an operation fail, ``lose(operation,

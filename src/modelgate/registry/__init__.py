@@ -1,4 +1,5 @@
-"""Model registries: register a candidate, record why it passed or failed, promote it.
+"""Model registries: register a candidate, record why it passed or failed (its quality gate, then
+its serving gate), promote it.
 
 :class:`~modelgate.registry.base.RegistryBackend` has two implementations, picked by URL:
 ``http(s)://host:port`` is the Kubeflow Model Registry (:mod:`.kubeflow`), ``mlflow+sqlite:///…``
@@ -12,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from modelgate.registry.base import (
     RegisterRequest,
     RegistryBackend,
     RegistryRecord,
+    serving_properties,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ __all__ = [
     "promote_candidate",
     "promote_version",
     "record_evaluation",
+    "record_serving",
     "register_candidate",
     "registry_from_url",
     "resolve_version",
@@ -243,6 +247,50 @@ def record_evaluation(
     card = model_card(record, results=results, gate_report=gate_report)
     return _backend_for(record, registry_url).attach_evaluation(
         record, results=results, gate_passed=gate_passed, gate_report=gate_report, card=card
+    )
+
+
+def record_serving(
+    *,
+    record: RegistryRecord,
+    registry_url: str | None,
+    passed: bool,
+    properties: Mapping[str, float | int | str],
+    report: str,
+    summary: str,
+) -> RegistryRecord:
+    """Pipeline entry point, after the serving gate benchmarked the deployed candidate: its
+    measurements, verdict, summary and report onto the version; a failed gate rejects it.
+
+    The measurements are checked first, with or without a registry, so a bad name fails the
+    same way in a run that records nothing.
+
+    Args:
+        record: The registered version, as the register (or resolve) step wrote it.
+        registry_url: Registry URL (None: ``$MODEL_REGISTRY_URL``, else the record's).
+        passed: The serving gate's verdict.
+        properties: What it measured, under the Kubeflow model catalog's names
+            (:func:`~modelgate.registry.base.serving_properties`: ``ttft_p95``, ``itl_p95``,
+            ``tps_mean``, ``hardware_type``, ``hardware_count``, ..., or ``serving.<name>``).
+        report: The serving gate's Markdown report.
+        summary: Its one-line verdict (the reason of the rejection when it failed).
+
+    Returns:
+        The record with the version's stage after it (``rejected`` when it failed), or
+        unchanged when the record says ``skipped``.
+
+    Raises:
+        ConfigError: A measurement with an unknown name or the wrong type, a failed gate
+            without a summary, or a registered record without any registry URL.
+        RegistryError: The version is ``production`` (never touched), is gone, or the update
+            failed.
+    """
+    serving_properties(properties)
+    if record.status == "skipped":
+        logger.warning("serving gate not recorded: %s", record.message)
+        return record
+    return _backend_for(record, registry_url).record_serving(
+        record, passed=passed, properties=properties, report=report, summary=summary
     )
 
 

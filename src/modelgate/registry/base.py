@@ -4,11 +4,14 @@ Stages of a version (``modelgate.stage``): ``candidate`` when registered; ``reje
 gate failed (it stays registered, with its decision and card, never production); ``production``
 once deployed and past the post-deploy checks (MLflow: the alias ``production``); ``archived``
 when a newer version replaced it in production. ``modelgate.gate`` holds the gate decision,
-``passed`` or ``failed``.
+``passed`` or ``failed``; ``modelgate.serving_gate`` the serving gate's (the benchmark of the
+deployed candidate, :func:`serving_properties` for what it measured), and a failed serving gate
+makes the version ``rejected`` too.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import math
@@ -64,6 +67,54 @@ GATE_PASSED = "passed"
 GATE_FAILED = "failed"
 GATE_REPORT_MAX_CHARS = 8000
 """Gate reports and cards are cut to this many characters in a property (DB column size)."""
+
+SERVING_GATE_PROPERTY = "modelgate.serving_gate"
+"""The serving gate's verdict on a version, ``passed`` or ``failed``."""
+SERVING_REPORT_PROPERTY = "modelgate.serving_report"
+SERVING_SUMMARY_PROPERTY = "modelgate.serving_summary"
+"""The serving gate's one-line verdict; for a failed gate, why the version is ``rejected``."""
+SERVING_PREFIX = "serving."
+"""Prefix of measurements of the serving gate that the model catalog has no name for."""
+
+# What the serving gate measured carries the names and value types of the Kubeflow Hub model
+# catalog's performance metrics (kubeflow/hub, formerly kubeflow/model-registry: the
+# ``metricsType: performance-metrics`` artifacts of docs/catalog-yaml-reference.md, "Performance
+# Metrics": "Common performance metric keys: ttft_mean/p90/p95/p99, e2e_mean/p90/p95/p99,
+# tps_mean/p90/p95/p99, itl_mean/p90/p95/p99, requests_per_second, mean_input_tokens,
+# mean_output_tokens", each a MetadataDoubleValue, latencies in ms; hardware_type a
+# MetadataStringValue and hardware_count a MetadataIntValue, as in
+# catalog/internal/catalog/modelcatalog/testdata/dev-validated-models.yaml; the catalog's
+# performance endpoints default to these names, api/openapi/src/catalog.yaml rpsProperty,
+# latencyProperty, hardwareCountProperty, hardwareTypeProperty). So a version's measurements
+# read like a catalog model's.
+SERVING_TTFT_P95 = "ttft_p95"
+"""95th percentile time to first token, ms (alias ``latency_ttft_p95_ms``)."""
+SERVING_ITL_P95 = "itl_p95"
+"""95th percentile inter-token latency, ms (alias ``latency_itl_p95_ms``)."""
+SERVING_OUTPUT_TPS = "tps_mean"
+"""Mean output tokens per second (alias ``throughput_output_tps``). The catalog
+documents ``tps_*`` as "Tokens per second"; in its sample rows tps_mean comes close to
+requests_per_second times mean_output_tokens, i.e. generated tokens: what GuideLLM reports as
+output tokens per second."""
+SERVING_REQUESTS_PER_SECOND = "requests_per_second"
+SERVING_HARDWARE_TYPE = "hardware_type"
+"""Accelerator model, e.g. ``"H100"`` (a string)."""
+SERVING_HARDWARE_COUNT = "hardware_count"
+"""Accelerators per replica (an int)."""
+SERVING_ALIASES = {
+    "latency_ttft_p95_ms": SERVING_TTFT_P95,
+    "latency_itl_p95_ms": SERVING_ITL_P95,
+    "throughput_output_tps": SERVING_OUTPUT_TPS,
+}
+"""Descriptive names also accepted by :func:`serving_properties`, stored under the catalog's."""
+_SERVING_DOUBLES = frozenset(
+    {SERVING_REQUESTS_PER_SECOND, "mean_input_tokens", "mean_output_tokens"}
+    | {f"{m}_{s}" for m in ("ttft", "itl", "e2e", "tps") for s in ("mean", "p90", "p95", "p99")}
+)
+_SERVING_INTS = frozenset({SERVING_HARDWARE_COUNT})
+_SERVING_STRINGS = frozenset({SERVING_HARDWARE_TYPE})
+SERVING_NAMES = _SERVING_DOUBLES | _SERVING_INTS | _SERVING_STRINGS
+"""The catalog's names :func:`serving_properties` accepts (besides ``serving.*``)."""
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -169,8 +220,12 @@ class RegisterRequest(BaseModel):
     def _check_properties(cls, value: dict[str, PropertyValue]) -> dict[str, PropertyValue]:
         _validate_properties(value, what="RegisterRequest.properties")
         reserved = {STAGE_PROPERTY, REGISTRATION_ID_PROPERTY} & set(value)
+        reserved |= {k for k in value if is_serving_property(k)}
         if reserved:
-            raise ConfigError(f"RegisterRequest.properties: {sorted(reserved)} are reserved")
+            raise ConfigError(
+                f"RegisterRequest.properties: {sorted(reserved)} are reserved (the stage, the "
+                "registration id and the serving gate's measurements)"
+            )
         return value
 
 
@@ -300,6 +355,20 @@ class RegistryBackend(Protocol):
         decision and report, and the model card; a failed gate makes it ``rejected``."""
         ...
 
+    def record_serving(
+        self,
+        record: RegistryRecord,
+        *,
+        passed: bool,
+        properties: Mapping[str, float | int | str],
+        report: str,
+        summary: str,
+    ) -> RegistryRecord:
+        """Store the serving gate's measurements (:func:`serving_properties`, replacing earlier
+        ones), verdict, summary and report; a failed gate makes the version ``rejected``. A
+        ``production`` version is refused (:func:`serving_stage`); repeating it is harmless."""
+        ...
+
     def promote(self, record: RegistryRecord) -> str:
         """Make the version ``production`` and archive the previous one; says what it did."""
         ...
@@ -312,6 +381,99 @@ class RegistryBackend(Protocol):
         """A registered version (None: the newest one neither ``rejected`` nor ``archived``),
         its ``uri`` and ``lineage`` filled in; raises :class:`RegistryError` if there is none."""
         ...
+
+
+def is_serving_property(key: str) -> bool:
+    """Whether ``key`` holds a measurement of the serving gate (a catalog name or ``serving.*``)."""
+    return key in SERVING_NAMES or key.startswith(SERVING_PREFIX)
+
+
+def serving_properties(properties: Mapping[str, Any]) -> dict[str, PropertyValue]:
+    """The serving gate's measurements as a version stores them: the Kubeflow Hub model
+    catalog's names and types (see :data:`SERVING_TTFT_P95` and its neighbours).
+
+    Accepted names: the catalog's (:data:`SERVING_NAMES`; ``ttft_*``, ``itl_*``, ``e2e_*``,
+    ``tps_*``, ``requests_per_second``, ``mean_input_tokens`` and ``mean_output_tokens`` are
+    numbers, stored as doubles; ``hardware_count`` an int, ``hardware_type`` a string), the
+    descriptive :data:`SERVING_ALIASES` (stored under the catalog's name), and any
+    ``serving.<name>`` (str, int, float or bool, stored as given).
+
+    Raises:
+        ConfigError: Another name (with the closest accepted ones), a value of the wrong type,
+            a number that is not finite or does not fit int64, or a name given twice (once by
+            its alias).
+    """
+    what = "serving gate properties"
+    _validate_properties(properties, what=what)
+    out: dict[str, PropertyValue] = {}
+    for given, value in properties.items():
+        key = SERVING_ALIASES.get(given, given)
+        if key in out:
+            raise ConfigError(f"{what}: {key!r} is given twice (as {given!r} too)")
+        if key.startswith(SERVING_PREFIX) and len(key) > len(SERVING_PREFIX):
+            out[key] = value
+        elif key in _SERVING_DOUBLES:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{what}: {key!r} must be a number, got {value!r}")
+            out[key] = float(value)
+        elif key in _SERVING_INTS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{what}: {key!r} must be a count (int >= 0), got {value!r}")
+            out[key] = value
+        elif key in _SERVING_STRINGS:
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{what}: {key!r} must be a non-empty string, got {value!r}")
+            out[key] = value
+        else:
+            known = sorted(SERVING_NAMES | set(SERVING_ALIASES))
+            close = difflib.get_close_matches(given, known, n=3)
+            hint = f"Did you mean {', '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"{what}: unknown name {given!r}. {hint}Use a Kubeflow model catalog name "
+                f"({', '.join(sorted(SERVING_NAMES))}) or {SERVING_PREFIX}<name> for anything else"
+            )
+    return out
+
+
+def serving_updates(
+    *, passed: bool, properties: Mapping[str, Any], report: str, summary: str, limit: int
+) -> dict[str, PropertyValue]:
+    """Everything :meth:`RegistryBackend.record_serving` writes but the stage: the measurements
+    (:func:`serving_properties`), the verdict, the summary and the report, texts cut to
+    ``limit`` characters.
+
+    Raises:
+        ConfigError: Bad measurements (:func:`serving_properties`), or a failed gate without a
+            summary (the reason of the rejection).
+    """
+    if not passed and not summary.strip():
+        raise ConfigError(
+            "a failed serving gate needs a summary: it is why the version is rejected"
+        )
+    return {
+        **serving_properties(properties),
+        SERVING_GATE_PROPERTY: GATE_PASSED if passed else GATE_FAILED,
+        SERVING_SUMMARY_PROPERTY: truncate(summary.strip(), limit),
+        SERVING_REPORT_PROPERTY: truncate(report, limit),
+    }
+
+
+def serving_stage(current: str | None, *, passed: bool, version: str, where: str) -> str | None:
+    """The stage a version gets from its serving gate: ``rejected`` when it failed, else the one
+    it has (a ``rejected`` or ``archived`` version stays so; passing promotes nothing).
+
+    Raises:
+        RegistryError: The version is ``production``: the serving gate benchmarks candidates,
+            and a measurement of the version already serving must not reject it or replace
+            what was recorded when it was promoted.
+    """
+    if current == STAGE_PRODUCTION:
+        raise RegistryError(
+            f"{version} is production in {where}: the serving gate does not record on (or "
+            "reject) the production version; benchmark a candidate, or roll back by "
+            "redeploying another version"
+        )
+    return current if passed else STAGE_REJECTED
 
 
 def truncate(text: str, limit: int) -> str:

@@ -19,18 +19,25 @@ What gets written:
   ``"failed"``), ``modelgate.gate_report`` and ``modelgate.card`` (Markdown); texts are cut to
   :data:`~modelgate.registry.base.GATE_REPORT_MAX_CHARS`. The version's ``description``
   becomes the card's first line.
+* :meth:`~KubeflowModelRegistry.record_serving` adds the serving gate's measurements under the
+  Kubeflow Hub model catalog's performance-metric names and types
+  (:func:`~modelgate.registry.base.serving_properties`: ``ttft_p95``, ``itl_p95``,
+  ``tps_mean``, ``requests_per_second``, ... as doubles, ``hardware_count`` int,
+  ``hardware_type`` string, ``serving.*`` as given), replacing earlier ones, with
+  ``modelgate.serving_gate`` (``"passed"``/``"failed"``), ``modelgate.serving_summary`` and
+  ``modelgate.serving_report`` (cut like the gate report).
 
 Stages (``modelgate.stage`` on the version): ``candidate`` when registered; ``rejected`` when
-its gate failed (it stays registered and LIVE with its decision and card, and is never
-promoted); ``production`` after :meth:`~KubeflowModelRegistry.promote`; ``archived`` (and
-the version state ARCHIVED) when a newer version took its place in production. Promoting an
-``archived`` version again (a rollback) sets it back to LIVE.
+its gate or its serving gate failed (it stays registered and LIVE with its decision and card,
+and is never promoted); ``production`` after :meth:`~KubeflowModelRegistry.promote`;
+``archived`` (and the version state ARCHIVED) when a newer version took its place in
+production. Promoting an ``archived`` version again (a rollback) sets it back to LIVE.
 
 Reading: :meth:`~KubeflowModelRegistry.production` returns the LIVE ``production`` version with
 its results rebuilt from the ``eval.*`` properties; :meth:`~KubeflowModelRegistry.find_version`
 a version by name, or the newest LIVE one neither ``rejected`` nor ``archived``. Records carry
-the artifact ``uri`` and the ``lineage`` (the version's properties but ``modelgate.*`` and
-``eval.*``).
+the artifact ``uri`` and the ``lineage`` (the version's properties but ``modelgate.*``,
+``eval.*`` and the serving gate's measurements).
 
 Credentials: the bearer token is only ever the one configured for the registry:
 ``token=``, else ``$MODEL_REGISTRY_TOKEN`` (e.g. a Secret mounted as that variable), else the
@@ -101,6 +108,8 @@ from modelgate.registry.base import (
     REGISTRY_RETRY,
     REQUEST_TIMEOUT,
     RETIRED_STAGES,
+    SERVING_GATE_PROPERTY,
+    SERVING_SUMMARY_PROPERTY,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
     STAGE_PRODUCTION,
@@ -114,12 +123,17 @@ from modelgate.registry.base import (
     TransientAnswer,
     create_or_adopt,
     describe_error,
+    is_serving_property,
     probe_retry_if,
+    serving_stage,
+    serving_updates,
     transient_status,
     truncate,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from model_registry import ModelRegistry
     from model_registry.types import ModelVersion
 
@@ -173,11 +187,14 @@ def _stage(resource: Any) -> str | None:
 
 
 def _lineage(resource: Any) -> dict[str, str | int | float | bool]:
-    """The lineage a version was registered with: its properties but modelgate's and eval's."""
+    """The lineage a version was registered with: its properties but modelgate's, eval's and
+    the serving gate's."""
     return {
         k: v
         for k, v in (resource.custom_properties or {}).items()
-        if not k.startswith(("modelgate.", EVAL_PREFIX)) and isinstance(v, str | int | float)
+        if not k.startswith(("modelgate.", EVAL_PREFIX))
+        and not is_serving_property(k)
+        and isinstance(v, str | int | float)
     }
 
 
@@ -534,6 +551,74 @@ class KubeflowModelRegistry:
         )
         return record.model_copy(update={"stage": stage})
 
+    def record_serving(
+        self,
+        record: RegistryRecord,
+        *,
+        passed: bool,
+        properties: Mapping[str, float | int | str],
+        report: str,
+        summary: str,
+    ) -> RegistryRecord:
+        """Store the serving gate's measurements, verdict, summary and report on the version.
+
+        Earlier measurements are replaced (:func:`~modelgate.registry.base.is_serving_property`);
+        the lineage, results and card stay. A failed gate makes the version ``rejected``; a
+        passed one leaves its stage. One update that writes the whole state, so a retried step
+        (or a retried request whose answer was lost) writes the same again.
+
+        Args:
+            record: A ``"registered"`` record of the deployed candidate.
+            passed: The serving gate's verdict, stored as ``modelgate.serving_gate``.
+            properties: What it measured (:func:`~modelgate.registry.base.serving_properties`:
+                catalog names, doubles, ``hardware_count`` int, ``hardware_type`` string).
+            report: Markdown report, stored as ``modelgate.serving_report`` (truncated).
+            summary: One line, stored as ``modelgate.serving_summary``: the reason of the
+                rejection when it failed.
+
+        Returns:
+            The record with the version's stage after it.
+
+        Raises:
+            ConfigError: The record is not registered, a measurement has an unknown name or
+                the wrong type, or a failed gate has no summary.
+            RegistryError: The version is gone, is ``production`` (never touched), or the
+                update failed.
+        """
+        name, version = self._names_of(record, "record_serving")
+        updates = serving_updates(
+            passed=passed,
+            properties=properties,
+            report=report,
+            summary=summary,
+            limit=GATE_REPORT_MAX_CHARS,
+        )
+        client = self._connect()
+        mv = self._version_of(client, record)
+        stage = serving_stage(
+            _stage(mv), passed=passed, version=f"{name}:{version}", where=self._url
+        )
+        # A PATCH carrying customProperties replaces them all: the server deletes those left out
+        # (kubeflow/hub internal/platform/db/repository/generic_repository.go,
+        # handleProperties), so earlier measurements not measured now go.
+        kept = {k: v for k, v in (mv.custom_properties or {}).items() if not is_serving_property(k)}
+        mv.custom_properties = {**kept, **updates}
+        if stage is not None:
+            mv.custom_properties[STAGE_PROPERTY] = stage
+        self._call(f"update {name}:{version}", lambda: client.update(mv))
+        verdict = updates[SERVING_GATE_PROPERTY]
+        logger.info(
+            "recorded serving gate on %s:%s: %s (%s), stage %s",
+            name,
+            version,
+            verdict,
+            updates[SERVING_SUMMARY_PROPERTY],
+            stage,
+        )
+        return record.model_copy(
+            update={"stage": stage, "message": f"serving gate {verdict}: {summary.strip()}"}
+        )
+
     def promote(self, record: RegistryRecord) -> str:
         """Make the version ``production`` and archive the model's previous production version.
 
@@ -549,8 +634,8 @@ class KubeflowModelRegistry:
 
         Raises:
             ConfigError: The record is not registered.
-            RegistryError: The version is gone, rejected (its gate failed), archived by a failed
-                registration, or an update failed.
+            RegistryError: The version is gone, rejected (its gate or serving gate failed),
+                archived by a failed registration, or an update failed.
         """
         from model_registry.types import ModelVersionState
 
@@ -558,10 +643,12 @@ class KubeflowModelRegistry:
         client = self._connect()
         mv = self._version_of(client, record)
         stage, state = _stage(mv), _state(mv)
-        gate = (mv.custom_properties or {}).get(GATE_PROPERTY)
-        if stage == STAGE_REJECTED or gate == GATE_FAILED:
+        props = mv.custom_properties or {}
+        gate, serving = props.get(GATE_PROPERTY), props.get(SERVING_GATE_PROPERTY)
+        if stage == STAGE_REJECTED or GATE_FAILED in (gate, serving):
+            which = "serving gate" if serving == GATE_FAILED else "quality gate"
             raise RegistryError(
-                f"{name}:{version} is rejected (its quality gate failed); a rejected version "
+                f"{name}:{version} is rejected (its {which} failed); a rejected version "
                 "never becomes production: register and evaluate a new version"
             )
         if state != _LIVE and stage != STAGE_ARCHIVED:
@@ -578,7 +665,6 @@ class KubeflowModelRegistry:
         if stage != STAGE_PRODUCTION or state != _LIVE:
             if state != _LIVE:
                 logger.warning("rolling back: %s:%s is LIVE again", name, version)
-            props = mv.custom_properties or {}
             mv.custom_properties = {**props, STAGE_PROPERTY: STAGE_PRODUCTION}
             mv.state = ModelVersionState.LIVE
             self._call(f"promote {name}:{version}", lambda: client.update(mv))

@@ -13,10 +13,17 @@ What gets written for a version:
 * a model version linked to that run, ``source`` = the stored model's URI, tags: the lineage,
   ``modelgate.version_name`` (modelgate's version name; MLflow numbers versions itself),
   ``modelgate.stage``, later ``modelgate.gate`` and every metric as ``eval.<task>/<metric>``
-  (with ``.stderr``, ``.direction``, ``eval.<task>.n``); its description is the model card.
+  (with ``.stderr``, ``.direction``, ``eval.<task>.n``); its description is the model card;
+* after the serving gate (:meth:`~MLflowRegistry.record_serving`), its measurements as tags
+  under the Kubeflow Hub model catalog's names (``ttft_p95``, ``itl_p95``, ``tps_mean``,
+  ``hardware_type``, ``hardware_count``, ..., ``serving.*``; see
+  :func:`~modelgate.registry.base.serving_properties`), ``modelgate.serving_gate``,
+  ``modelgate.serving_summary`` and ``modelgate.serving_report``, and on the run the full report
+  (``serving.md``) and the measurements (``serving.json``).
 
 Stages: the alias ``production`` points at the production version; the tag ``modelgate.stage``
-says ``candidate``, ``rejected``, ``production`` or ``archived``.
+says ``candidate``, ``rejected`` (its gate or its serving gate failed), ``production`` or
+``archived``.
 
 Idempotency: a version is found by its ``modelgate.version_name`` tag, so re-running the same
 pipeline run registers nothing twice; the same name with another URI is a clash, reported with
@@ -62,6 +69,8 @@ from modelgate.registry.base import (
     REGISTRY_RETRY,
     REQUEST_TIMEOUT,
     RETIRED_STAGES,
+    SERVING_GATE_PROPERTY,
+    SERVING_SUMMARY_PROPERTY,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
     STAGE_PRODUCTION,
@@ -75,11 +84,16 @@ from modelgate.registry.base import (
     TransientAnswer,
     create_or_adopt,
     describe_error,
+    is_serving_property,
     probe_retry_if,
+    serving_stage,
+    serving_updates,
     transient_status,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from modelgate.evaluate import EvalResult
 
 logger = logging.getLogger(__name__)
@@ -365,17 +379,97 @@ class MLflowRegistry:
             update={"stage": stage, "message": f"evaluation recorded: {stage}"}
         )
 
+    def record_serving(
+        self,
+        record: RegistryRecord,
+        *,
+        passed: bool,
+        properties: Mapping[str, float | int | str],
+        report: str,
+        summary: str,
+    ) -> RegistryRecord:
+        """Store the serving gate's measurements, verdict, summary and report on the version
+        (tags; earlier measurement tags are removed), and on its run the full report
+        (``serving.md``) and the measurements (``serving.json``). A failed gate makes the
+        version ``rejected``; a passed one leaves its stage. Every write sets a whole value, so
+        a retried step writes the same again.
+
+        Raises:
+            ConfigError: The record is not registered, a measurement has an unknown name or
+                the wrong type, or a failed gate has no summary.
+            RegistryError: The version is gone, is ``production`` (its tag or the
+                ``production`` alias; never touched), or an update failed.
+        """
+        updates = serving_updates(
+            passed=passed, properties=properties, report=report, summary=summary, limit=MAX_TAG
+        )
+        mv = self._version_of(record)
+        client = self._client
+        what = f"{record.model_name}:{record.version_name}"
+        current = (mv.tags or {}).get(STAGE_PROPERTY)
+        alias = self._by_alias(mv.name)
+        if alias is not None and str(alias.version) == str(mv.version):
+            current = STAGE_PRODUCTION
+        stage = serving_stage(current, passed=passed, version=what, where=self._shown)
+        stale = [k for k in (mv.tags or {}) if is_serving_property(k) and k not in updates]
+        for key in stale:  # a tag that is not there is no error (MLflow's stores)
+            self._call(
+                f"untag {what}", partial(client.delete_model_version_tag, mv.name, mv.version, key)
+            )
+        tags = {k: repr(v) if isinstance(v, float) else str(v) for k, v in updates.items()}
+        if stage is not None:
+            tags[STAGE_PROPERTY] = stage
+        for key, value in tags.items():  # the stage last
+            self._call(
+                f"tag {what}",
+                partial(client.set_model_version_tag, mv.name, mv.version, key, value),
+            )
+        if mv.run_id:
+            run_id = mv.run_id
+            measured = {k: v for k, v in updates.items() if is_serving_property(k)}
+            self._call("log serving report", lambda: client.log_text(run_id, report, "serving.md"))
+            self._call(
+                "log serving measurements",
+                lambda: client.log_dict(
+                    run_id,
+                    {"passed": passed, "summary": summary.strip(), "properties": measured},
+                    "serving.json",
+                ),
+            )
+        logger.info(
+            "recorded serving gate on %s: %s (%s), stage %s",
+            what,
+            tags[SERVING_GATE_PROPERTY],
+            tags[SERVING_SUMMARY_PROPERTY],
+            stage,
+        )
+        return record.model_copy(
+            update={
+                "stage": stage,
+                "message": f"serving gate {tags[SERVING_GATE_PROPERTY]}: {summary.strip()}",
+            }
+        )
+
     def promote(self, record: RegistryRecord) -> str:
         """Point the ``production`` alias at the version; archive the one it pointed at.
 
         Raises:
-            RegistryError: The version is gone, its gate did not pass, or the update failed.
+            RegistryError: The version is gone, its gate did not pass, it is rejected (its
+                serving gate failed), or the update failed.
         """
         mv = self._version_of(record)
-        if (mv.tags or {}).get(GATE_PROPERTY) != GATE_PASSED:
+        tags = mv.tags or {}
+        if tags.get(GATE_PROPERTY) != GATE_PASSED:
             raise RegistryError(
                 f"{record.model_name}:{record.version_name} has no passed gate "
-                f"({GATE_PROPERTY}={(mv.tags or {}).get(GATE_PROPERTY)!r}); it cannot be production"
+                f"({GATE_PROPERTY}={tags.get(GATE_PROPERTY)!r}); it cannot be production"
+            )
+        failed = tags.get(SERVING_GATE_PROPERTY) == GATE_FAILED
+        if failed or tags.get(STAGE_PROPERTY) == STAGE_REJECTED:
+            raise RegistryError(
+                f"{record.model_name}:{record.version_name} is rejected"
+                f"{' (its serving gate failed)' if failed else ''}; a rejected version never "
+                "becomes production: register and evaluate a new version"
             )
         client = self._client
         previous = self._by_alias(mv.name)
@@ -585,7 +679,9 @@ class MLflowRegistry:
     def _record(self, mv: Any, *, message: str, lineage: bool = False) -> RegistryRecord:
         tags = dict(mv.tags or {})
         lineage_tags = {
-            k: v for k, v in tags.items() if lineage and not k.startswith(("modelgate.", "eval."))
+            k: v
+            for k, v in tags.items()
+            if lineage and not k.startswith(("modelgate.", "eval.")) and not is_serving_property(k)
         }
         return RegistryRecord(
             lineage=lineage_tags,
