@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 
 import jsonschema
@@ -435,8 +436,14 @@ NEW = SPEC.model_copy(update={"storage_uri": "model-registry://m/2"})
 
 
 def _target(api, apps=None, **kw) -> kserve.KServeTarget:
+    """A target that replaces production's predictor in place (role ``replace``).
+
+    This module tests that path (Knative mode, a production that is not Ready, a KServe before
+    v0.20.0 and ``canary=False`` take it); the canary path is tests/unit/test_kserve_canary.py.
+    """
     kw.setdefault("timeout", 5.0)
     kw.setdefault("poll_interval", 0)
+    kw.setdefault("canary", False)
     return kserve.KServeTarget(api, apps=apps if apps is not None else FakeAppsV1Api(), **kw)
 
 
@@ -462,6 +469,7 @@ def test_target_satisfies_protocol():
     target: DeployTarget = _target(FakeCustomObjectsApi())
     assert target.name == "kserve"
     assert callable(target.deploy) and callable(target.teardown) and callable(target.rollback)
+    assert callable(target.promote) and callable(target.rollback_run)
 
 
 def test_target_needs_both_apis():
@@ -590,28 +598,78 @@ def test_timeout_without_any_controller_says_so():
     assert "no status reported yet" in str(info.value)
 
 
-def test_progress_deadline_fails_fast_and_the_previous_spec_serves_again():
+def test_progress_deadline_alone_is_not_fatal_the_rollout_gets_its_own_timeout():
+    # KServe gives the predictor Deployment progressDeadlineSeconds: 600 (v0.20.0
+    # deployment_reconciler.go setDefaultDeploymentSpec 341-360), less than vLLM may need to
+    # start; pods that are merely slow must not be rolled back at the Deployment's deadline.
     api, apps, controller = kserve_cluster(failures={stamp(NEW): "deadline"}, deadline_after=2)
     old_spec = _seed(api, controller, SPEC)["spec"]
 
-    with pytest.raises(DeployError) as info:
-        _target(api, apps, timeout=30).deploy(NEW)
+    with pytest.raises(DeployTimeoutError) as info:
+        _target(api, apps, core=controller.core, timeout=0.5).deploy(NEW)
 
-    assert not isinstance(info.value, DeployTimeoutError)
-    new_rs = controller.replica_set(NS, "m", stamp(NEW))
     message = str(info.value)
-    assert f'ProgressDeadlineExceeded: ReplicaSet "{new_rs.name}" has timed out' in message
-    # Rolling back to the old ReplicaSet, the Deployment controller keeps reporting the timed-out
-    # condition for a while; that must not count against the restored spec.
-    assert "it serves again" in message, message
-    assert any(
-        s.stamp == stamp(SPEC)
-        and s.observed_generation == 3
-        and "ProgressDeadline" in s.progressing
+    new_rs = controller.replica_set(NS, "m", stamp(NEW))
+    assert any(  # the deadline was reported while the rollout went on
+        s.stamp == stamp(NEW) and s.progressing == "False ProgressDeadlineExceeded"
         for s in controller.history
     )
+    assert f'past its progressDeadlineSeconds, ReplicaSet "{new_rs.name}" has timed out' in message
+    # Rolling back to the old ReplicaSet, the Deployment controller keeps reporting the timed-out
+    # condition for a while; that must not count against the restored spec either.
+    assert "restored the previous spec of InferenceService ns/m; it serves again" in message
     assert api.stored(NS, "m")["spec"] == old_spec
     assert controller.history[-1].rolled_out and controller.history[-1].stamp == stamp(SPEC)
+
+
+@pytest.mark.parametrize(
+    "failure, expected",
+    [
+        ("crash", r"is crash-looping \(CrashLoopBackOff\): Back-off restarting failed container"),
+        ("image", r"cannot pull its image \(Failed\): Error: ErrImagePull"),
+    ],
+)
+def test_pods_that_will_not_start_fail_fast_while_old_pods_serve(failure, expected):
+    # Production stays Ready during the rollout, so KServe reports no model failure: the new
+    # pods' events tell a crash loop or an image that cannot be pulled from a slow start.
+    api, apps, controller = kserve_cluster(failures={stamp(NEW): failure})
+    old_spec = _seed(api, controller, SPEC)["spec"]
+    start = len(controller.history)
+
+    with pytest.raises(DeployError, match=expected) as info:
+        _target(api, apps, core=controller.core, timeout=30).deploy(NEW)
+
+    assert not isinstance(info.value, DeployTimeoutError)
+    assert all(s.isvc_ready == "True" for s in controller.history[start:])
+    new_rs = controller.replica_set(NS, "m", stamp(NEW))
+    assert re.search(rf"pod {new_rs.name}-\d{{5}} ", str(info.value))
+    assert "it serves again" in str(info.value)
+    assert api.stored(NS, "m")["spec"] == old_spec
+
+
+def test_without_an_events_api_such_pods_time_out():
+    api, apps, controller = kserve_cluster(failures={stamp(NEW): "crash"})
+    _seed(api, controller, SPEC)
+    with pytest.raises(DeployTimeoutError, match="1 old replicas still running"):
+        _target(api, apps, timeout=0.3).deploy(NEW)
+
+
+def test_unreadable_events_are_not_fatal():
+    api, apps, controller = kserve_cluster(ready_after=3)
+    _seed(api, controller, SPEC)
+    controller.core.fail("list", 403, 'events is forbidden: User "x" cannot list "events"')
+    deployment = _target(api, apps, core=controller.core).deploy(NEW)
+    assert deployment.details["rollout"] == stamp(NEW)
+    assert controller.history[-1].rolled_out
+
+
+def test_quota_refusal_fails_fast():
+    api, apps, controller = kserve_cluster(failures={stamp(NEW): "quota"})
+    _seed(api, controller, SPEC)
+    with pytest.raises(DeployError, match="FailedCreate: pods .* exceeded quota") as info:
+        _target(api, apps, timeout=30).deploy(NEW)
+    assert not isinstance(info.value, DeployTimeoutError)
+    assert "it serves again" in str(info.value)
 
 
 def test_stale_progress_deadline_of_the_previous_spec_does_not_fail_the_new_one():
@@ -630,23 +688,33 @@ def test_stale_progress_deadline_of_the_previous_spec_does_not_fail_the_new_one(
     assert controller.history[-1].rolled_out
 
 
-def test_a_new_progress_deadline_after_a_stale_one_is_still_fatal():
+def test_a_new_failure_after_a_stale_progress_deadline_is_still_fatal():
     api, apps, controller = kserve_cluster(
-        failures={stamp(SPEC): "deadline", stamp(NEW): "deadline"}, deadline_after=1
+        failures={stamp(SPEC): "deadline", stamp(NEW): "quota"}, deadline_after=1
     )
     _seed(api, controller, SPEC, settle=False)
     controller.run(api, NS, "m", 5)
+    assert controller.history[-1].progressing == "False ProgressDeadlineExceeded"
 
-    with pytest.raises(DeployError, match="ProgressDeadlineExceeded") as info:
-        _target(api, apps, timeout=0.3).deploy(NEW)
+    with pytest.raises(DeployError, match="FailedCreate") as info:
+        _target(api, apps, core=controller.core, timeout=0.5).deploy(NEW)
     new_rs = controller.replica_set(NS, "m", stamp(NEW)).name
     message = str(info.value)
-    assert message.startswith(
-        f"InferenceService ns/m failed: Deployment m-predictor: ProgressDeadlineExceeded: "
-        f'ReplicaSet "{new_rs}" has timed out progressing.'
-    )
+    assert message.startswith("InferenceService ns/m failed: Deployment m-predictor: ")
+    assert f'pods "{new_rs}-' in message
     assert not isinstance(info.value, DeployTimeoutError)
     assert "does not serve again" in message  # the previous spec was stuck already
+
+
+def test_events_of_the_previous_rollout_do_not_fail_the_restore():
+    # The failed spec's pods crash-looped; after the restore the Deployment still names their
+    # ReplicaSet until it progresses, and their events stay: the restored spec serves again.
+    api, apps, controller = kserve_cluster(failures={stamp(NEW): "crash"}, ready_after=3)
+    _seed(api, controller, SPEC)
+    with pytest.raises(DeployError) as info:
+        _target(api, apps, core=controller.core, timeout=30).deploy(NEW)
+    assert "restored the previous spec of InferenceService ns/m; it serves again" in str(info.value)
+    assert any(e["reason"] == "BackOff" for e in controller.core.events)
 
 
 @pytest.mark.parametrize("status_lags", [False, True])
@@ -722,7 +790,7 @@ def test_rollback_of_a_new_service_deletes_it():
 
 
 def test_failed_restore_does_not_hide_the_original_error():
-    api, apps, controller = kserve_cluster(failures={stamp(NEW): "deadline"}, deadline_after=1)
+    api, apps, controller = kserve_cluster(failures={stamp(NEW): "crash"})
     _seed(api, controller, SPEC)
     replace = api.replace_namespaced_custom_object
     replaces = []
@@ -735,10 +803,10 @@ def test_failed_restore_does_not_hide_the_original_error():
 
     api.replace_namespaced_custom_object = replace_then_forbid
     with pytest.raises(DeployError) as info:
-        _target(api, apps, timeout=30).deploy(NEW)
+        _target(api, apps, core=controller.core, timeout=30).deploy(NEW)
     message = str(info.value)
     assert message.startswith("InferenceService ns/m failed: Deployment m-predictor")
-    assert "ProgressDeadlineExceeded" in message
+    assert "CrashLoopBackOff" in message
     assert "undoing the change failed too: updating InferenceService ns/m: forbidden" in message
 
 
@@ -1102,9 +1170,20 @@ def test_server_dry_run_stores_nothing():
 
 def test_server_dry_run_rejection_names_the_object():
     api = FakeCustomObjectsApi()
-    api.fail("create", 422, 'admission webhook "inferenceservice.kserve-webhook" denied it')
+    api.fail("create", 422, "spec.predictor.model.storageUri: Invalid value")
     with pytest.raises(DeployError, match=r"dry-run create of InferenceService ns/m: HTTP 422"):
         _target(api).server_dry_run(SPEC)
+
+
+def test_webhook_refusal_is_not_reported_as_missing_rbac():
+    # controller-runtime answers a validating webhook's refusal with 403 (admission.Denied)
+    api = FakeCustomObjectsApi()
+    api.fail("create", 403, 'admission webhook "x.kserve" denied the request: canary[0] bad')
+    with pytest.raises(DeployError) as info:
+        _target(api).server_dry_run(SPEC)
+    message = str(info.value)
+    assert "refused by KServe's admission webhook" in message and "canary[0] bad" in message
+    assert "rbac" not in message.lower()
 
 
 def test_default_apis_fall_back_to_kubeconfig(monkeypatch):
@@ -1122,6 +1201,7 @@ def test_default_apis_fall_back_to_kubeconfig(monkeypatch):
     assert calls == ["incluster", "kubeconfig"]
     assert isinstance(target.api, client.CustomObjectsApi)
     assert isinstance(target.apps, client.AppsV1Api)
+    assert isinstance(target.core, client.CoreV1Api)  # the new pods' events
 
 
 def test_default_apis_without_credentials(monkeypatch):
