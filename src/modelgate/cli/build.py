@@ -57,22 +57,42 @@ def render(
         Optional[str],  # noqa: UP045 - typer reads it
         typer.Option(
             help="KServe release of the cluster: names the mode Standard (>= 0.16) or "
-            "RawDeployment, overriding --deployment-mode."
+            "RawDeployment, overriding --deployment-mode; llmisvc needs >= 0.17."
+        ),
+    ] = None,
+    target: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads it
+        typer.Option(
+            "--target",
+            metavar="[kserve|llmisvc]",
+            help="What to print: kserve (InferenceService) or llmisvc (LLMInferenceService, "
+            "KServe >= 0.17 with llm-d). Default: --deploy-target when that is one of them, "
+            "else kserve.",
         ),
     ] = None,
 ) -> None:
-    """Print the InferenceService a release would deploy, validated against the KServe CRD.
+    """Print the InferenceService (or LLMInferenceService) a release would deploy, validated
+    against the KServe CRD.
 
     Takes the same options and params file as `run` and `submit`; --storage-uri names the model.
     """
     import yaml
 
-    from modelgate.deploy.crd import validate_inference_service
-    from modelgate.deploy.kserve import build_inference_service
-    from modelgate.deploy.plan import render_spec
+    from modelgate.deploy.crd import validate_inference_service, validate_llm_inference_service
+    from modelgate.deploy.plan import RENDER_TARGETS, render_spec
 
     release = resolve_release(overrides, params_file=params, local=False)
-    spec = render_spec(release, kserve_version=kserve_version)
-    isvc = build_inference_service(spec)
-    validate_inference_service(isvc)
-    typer.echo(yaml.safe_dump(isvc, sort_keys=False), nl=False)
+    if target is None:
+        target = release.deploy_target if release.deploy_target in RENDER_TARGETS else "kserve"
+    spec = render_spec(release, kserve_version=kserve_version, target=target)
+    if target == "llmisvc":
+        from modelgate.deploy.llmisvc import build_llm_inference_service
+
+        obj = build_llm_inference_service(spec)
+        validate_llm_inference_service(obj)
+    else:
+        from modelgate.deploy.kserve import build_inference_service
+
+        obj = build_inference_service(spec)
+        validate_inference_service(obj)
+    typer.echo(yaml.safe_dump(obj, sort_keys=False), nl=False)
