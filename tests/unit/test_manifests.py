@@ -50,10 +50,12 @@ MODEL_READER = "modelgate-model-reader"
 MODEL_STORE_SECRET = "modelgate-model-store"
 ROLE_REF = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ROLE}
 
-#: What the deploy step does in the serving namespace, as (apiGroup, resource, verb): nothing else.
+#: What the deploy, promote and rollback steps do in the serving namespace, as (apiGroup,
+#: resource, verb), for both KServe targets (InferenceService, LLMInferenceService): nothing else.
 DEPLOYER_PERMISSIONS = (
     {
-        ("serving.kserve.io", "inferenceservices", verb)
+        ("serving.kserve.io", plural, verb)
+        for plural in ("inferenceservices", "llminferenceservices")
         for verb in ("get", "list", "watch", "create", "update", "patch", "delete")
     }
     | {("apps", "deployments", verb) for verb in ("get", "list", "watch")}
@@ -243,6 +245,13 @@ def test_standalone_kfp_namespace_patch_documented_in_overlay_works(tmp_path):
 
 
 def test_role_grants_exactly_what_the_deploy_step_needs(base):
+    from modelgate.deploy import kserve, llmisvc
+
+    # the plurals the targets call are the ones granted
+    assert {kserve.PLURAL, llmisvc.PLURAL} == {p[1] for p in DEPLOYER_PERMISSIONS if p[0]} - {
+        "deployments",
+        "servingruntimes",
+    }
     role = _one(base, "Role", ROLE)
     granted: set[tuple[str, str, str]] = set()
     for rule in role["rules"]:
@@ -582,3 +591,283 @@ def test_monitoring_scrapes_modelgate_predictors(base):
     ports = {p["name"] for p in _runtime_container(_one(base, "ServingRuntime"))["ports"]}
     for endpoint in monitor["spec"]["podMetricsEndpoints"]:
         assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+
+
+# --------------------------------------------------------------------------------------------
+# Pod Security Standard "restricted"
+# --------------------------------------------------------------------------------------------
+# The controls of https://kubernetes.io/docs/concepts/security/pod-security-standards/ (the
+# restricted profile includes every baseline control), checked on PodSpec-shaped mappings: a
+# ServingRuntime's spec holds the PodSpec fields KServe copies into the predictor pod
+# (containers, volumes, hostIPC, ...) and no pod-level securityContext, so each container must
+# carry runAsNonRoot and its seccomp profile itself.
+
+#: Restricted "Volume Types": the only volume sources allowed.
+PSS_VOLUME_TYPES = frozenset(
+    {
+        "configMap",
+        "csi",
+        "downwardAPI",
+        "emptyDir",
+        "ephemeral",
+        "persistentVolumeClaim",
+        "projected",
+        "secret",
+    }
+)
+#: Baseline "Sysctls": the safe set.
+PSS_SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+#: Baseline "SELinux": the allowed types (user and role must be unset).
+PSS_SELINUX_TYPES = frozenset(
+    {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+)
+#: Restricted "Seccomp" and baseline "AppArmor": the allowed profile types.
+PSS_PROFILE_TYPES = frozenset({"RuntimeDefault", "Localhost"})
+#: Restricted "Capabilities": the only capability a container may add back after dropping ALL.
+PSS_ADDABLE_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+
+
+def pss_restricted_violations(pod: dict) -> list[str]:
+    """Every violation of the restricted Pod Security Standard by a PodSpec-shaped ``pod``."""
+    out: list[str] = []
+    pod_sc = pod.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):  # baseline: Host Namespaces
+        if pod.get(field):
+            out.append(f"host namespaces: {field} is true")
+    for volume in pod.get("volumes") or []:  # restricted: Volume Types (no hostPath either)
+        for source in set(volume) - {"name"} - PSS_VOLUME_TYPES:
+            out.append(f"volume types: {volume['name']} is a {source} volume")
+    for sysctl in pod_sc.get("sysctls") or []:  # baseline: Sysctls
+        if sysctl["name"] not in PSS_SAFE_SYSCTLS:
+            out.append(f"sysctls: {sysctl['name']} is not a safe sysctl")
+    if (pod_sc.get("windowsOptions") or {}).get("hostProcess"):  # baseline: HostProcess
+        out.append("hostProcess: pod windowsOptions.hostProcess is true")
+    out += _pss_profile_violations("pod", pod_sc)
+
+    for kind in ("initContainers", "containers", "ephemeralContainers"):
+        for container in pod.get(kind) or []:
+            where = f"{kind}[{container['name']}]"
+            sc = container.get("securityContext") or {}
+            out += _pss_profile_violations(where, sc)
+            if sc.get("privileged"):  # baseline: Privileged Containers
+                out.append(f"privileged: {where} is privileged")
+            if (sc.get("windowsOptions") or {}).get("hostProcess"):
+                out.append(f"hostProcess: {where} windowsOptions.hostProcess is true")
+            for port in container.get("ports") or []:  # baseline: Host Ports
+                if port.get("hostPort"):
+                    out.append(f"hostPort: {where} binds host port {port['hostPort']}")
+            if sc.get("procMount", "Default") != "Default":  # baseline: /proc Mount Type
+                out.append(f"procMount: {where} uses {sc['procMount']}")
+            # restricted: Privilege Escalation must be explicitly false
+            if sc.get("allowPrivilegeEscalation") is not False:
+                out.append(f"allowPrivilegeEscalation: {where} does not set it to false")
+            # restricted: Running as Non-root (the container's value wins over the pod's)
+            if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+                out.append(f"runAsNonRoot: {where} is not required to run as non-root")
+            # restricted: Seccomp, RuntimeDefault or Localhost at pod or container level
+            seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+            if seccomp not in PSS_PROFILE_TYPES:
+                out.append(f"seccompProfile: {where} has {seccomp or 'no'} seccomp profile")
+            # restricted: Capabilities, drop ALL, add at most NET_BIND_SERVICE
+            capabilities = sc.get("capabilities") or {}
+            if "ALL" not in (capabilities.get("drop") or []):
+                out.append(f"capabilities: {where} does not drop ALL")
+            for added in set(capabilities.get("add") or []) - PSS_ADDABLE_CAPABILITIES:
+                out.append(f"capabilities.add: {where} adds {added}")
+    return out
+
+
+def _pss_profile_violations(where: str, sc: dict) -> list[str]:
+    """Controls checked alike on pod and container security contexts."""
+    out = []
+    if sc.get("runAsUser") == 0:  # restricted: Running as Non-root user
+        out.append(f"runAsUser: {where} runs as UID 0")
+    seccomp = (sc.get("seccompProfile") or {}).get("type")
+    if seccomp is not None and seccomp not in PSS_PROFILE_TYPES:  # baseline: Seccomp
+        out.append(f"seccompProfile: {where} sets {seccomp}")
+    apparmor = (sc.get("appArmorProfile") or {}).get("type")
+    if apparmor is not None and apparmor not in PSS_PROFILE_TYPES:  # baseline: AppArmor
+        out.append(f"appArmorProfile: {where} sets {apparmor}")
+    selinux = sc.get("seLinuxOptions") or {}  # baseline: SELinux
+    if (
+        selinux.get("type", "") not in PSS_SELINUX_TYPES
+        or selinux.get("user")
+        or selinux.get("role")
+    ):
+        out.append(f"seLinuxOptions: {where} sets {selinux}")
+    return out
+
+
+#: PodSpec fields of an InferenceService predictor that the Pod Security Standards look at.
+_PSS_POD_FIELDS = ("securityContext", "hostNetwork", "hostPID", "hostIPC", "volumes")
+
+
+def predictor_pod_spec(runtime: dict, isvc: dict, storage_container: dict) -> dict:
+    """The pod spec KServe v0.20.0 builds for ``isvc`` on ``runtime``, as far as PSS looks.
+
+    Runtime fields first, the predictor's pod fields over them, the predictor's model container
+    merged into the runtime's kserve-container (MergeRuntimeContainers: a strategic merge, so
+    securityContext field by field), and the storage-initializer init container from the
+    ClusterStorageContainer with its emptyDir (storage_initializer_injector.go).
+    """
+    pod = {k: copy.deepcopy(v) for k, v in runtime["spec"].items() if k in _PSS_POD_FIELDS}
+    predictor = isvc["spec"]["predictor"]
+    for field in _PSS_POD_FIELDS:
+        if field == "volumes":
+            pod["volumes"] = [*pod.get("volumes", []), *copy.deepcopy(predictor.get(field, []))]
+        elif field in predictor:
+            pod[field] = copy.deepcopy(predictor[field])
+    container = copy.deepcopy(_runtime_container(runtime))
+    model = predictor["model"]
+    container["securityContext"] = {
+        **container.get("securityContext", {}),
+        **model.get("securityContext", {}),
+    }
+    container["ports"] = [*container.get("ports", []), *model.get("ports", [])]
+    pod["containers"] = [container]
+    pod["initContainers"] = [copy.deepcopy(storage_container["spec"]["container"])]
+    pod["volumes"].append({"name": "kserve-provision-location", "emptyDir": {}})
+    return pod
+
+
+def test_runtime_passes_the_restricted_pod_security_standard(base):
+    runtime = _one(base, "ServingRuntime", RUNTIME_NAME)
+    assert "securityContext" not in runtime["spec"]  # not in the CRD: set per container
+    assert pss_restricted_violations(runtime["spec"]) == []
+
+
+@pytest.mark.parametrize(
+    "placement",
+    [Placement(), Placement(accelerator_count=2), Placement(accelerator_count=0)],
+    ids=["gpu", "tensor-parallel", "cpu"],
+)
+def test_predictor_pod_passes_the_restricted_pod_security_standard(base, placement):
+    """vLLM container and the model-registry:// storage initializer, as KServe assembles them."""
+    isvc = build_inference_service(
+        DeploySpec(name="m", storage_uri="s3://b/m", placement=placement)
+    )
+    pod = predictor_pod_spec(
+        _one(base, "ServingRuntime", RUNTIME_NAME), isvc, _one(base, "ClusterStorageContainer")
+    )
+    assert [c["name"] for c in pod["initContainers"]] == ["storage-initializer"]
+    assert pss_restricted_violations(pod) == []
+
+
+def _container_sc(spec: dict) -> dict:
+    return spec["containers"][0]["securityContext"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda s: _container_sc(s).pop("runAsNonRoot"), "runAsNonRoot"),
+        (lambda s: _container_sc(s).update(runAsNonRoot=False), "runAsNonRoot"),
+        (lambda s: _container_sc(s).update(runAsUser=0), "runAsUser"),
+        (lambda s: s.update(securityContext={"runAsUser": 0}), "runAsUser"),
+        (lambda s: _container_sc(s).pop("allowPrivilegeEscalation"), "allowPrivilegeEscalation"),
+        (lambda s: _container_sc(s).update(allowPrivilegeEscalation=True), "allowPrivilege"),
+        (lambda s: _container_sc(s)["capabilities"].update(drop=["NET_RAW"]), "drop ALL"),
+        (lambda s: _container_sc(s)["capabilities"].update(add=["SYS_ADMIN"]), "adds SYS_ADMIN"),
+        (lambda s: _container_sc(s).pop("seccompProfile"), "seccompProfile"),
+        (lambda s: _container_sc(s).update(seccompProfile={"type": "Unconfined"}), "seccomp"),
+        (lambda s: s.update(securityContext={"seccompProfile": {"type": "Unconfined"}}), "pod"),
+        (lambda s: _container_sc(s).update(privileged=True), "privileged"),
+        (lambda s: _container_sc(s).update(procMount="Unmasked"), "procMount"),
+        (lambda s: _container_sc(s).update(appArmorProfile={"type": "Unconfined"}), "appArmor"),
+        (lambda s: _container_sc(s).update(seLinuxOptions={"type": "spc_t"}), "seLinux"),
+        (lambda s: _container_sc(s).update(seLinuxOptions={"user": "root"}), "seLinux"),
+        (
+            lambda s: _container_sc(s).update(windowsOptions={"hostProcess": True}),
+            "hostProcess",
+        ),
+        (lambda s: s.update(hostIPC=True), "hostIPC"),
+        (lambda s: s.update(hostNetwork=True), "hostNetwork"),
+        (lambda s: s.update(hostPID=True), "hostPID"),
+        (lambda s: s["containers"][0]["ports"][0].update(hostPort=8080), "hostPort"),
+        (lambda s: s["volumes"].append({"name": "h", "hostPath": {"path": "/"}}), "hostPath"),
+        (lambda s: s["volumes"].append({"name": "n", "nfs": {"server": "x", "path": "/"}}), "nfs"),
+        (
+            lambda s: s.update(
+                securityContext={"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}
+            ),
+            "kernel.msgmax",
+        ),
+        (
+            lambda s: s.setdefault("initContainers", []).append({"name": "init", "image": "x"}),
+            "initContainers[init]",
+        ),
+    ],
+)
+def test_pss_check_catches_each_rule(base, mutate, expected):
+    spec = copy.deepcopy(_one(base, "ServingRuntime", RUNTIME_NAME)["spec"])
+    mutate(spec)
+    violations = pss_restricted_violations(spec)
+    assert any(expected in v for v in violations), violations
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda s: _container_sc(s)["capabilities"].update(add=["NET_BIND_SERVICE"]),
+        lambda s: _container_sc(s).update(seccompProfile={"type": "Localhost"}),
+        lambda s: s.update(securityContext={"runAsNonRoot": True}),
+        lambda s: s["volumes"].append({"name": "c", "configMap": {"name": "c"}}),
+    ],
+    ids=["net-bind-service", "localhost-seccomp", "pod-level-non-root", "configmap-volume"],
+)
+def test_pss_check_accepts_what_restricted_allows(base, mutate):
+    spec = copy.deepcopy(_one(base, "ServingRuntime", RUNTIME_NAME)["spec"])
+    mutate(spec)
+    assert pss_restricted_violations(spec) == []
+
+
+def test_runtime_runs_as_a_fixed_non_root_uid(base):
+    """vllm/vllm-openai has no USER (root): runAsNonRoot alone would stop the kubelet from
+    starting it, so the container names a UID (see manifests/base/servingruntime.yaml)."""
+    sc = _runtime_container(_one(base, "ServingRuntime", RUNTIME_NAME))["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0
+    assert sc.get("runAsGroup", 1) > 0
+
+
+def _under(path: str, mount: str) -> bool:
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def test_runtime_writes_only_into_mounted_emptydirs(base):
+    """HOME, the cache roots and the temp dir lie in writable emptyDirs: UID 2000 owns nothing
+    on the image's root filesystem."""
+    runtime = _one(base, "ServingRuntime", RUNTIME_NAME)
+    container = _runtime_container(runtime)
+    volumes = {v["name"]: v for v in runtime["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for mount in mounts.values():
+        assert not mount.get("readOnly"), mount
+        volume = volumes[mount["name"]]
+        assert set(volume) == {"name", "emptyDir"}, volume
+        assert "sizeLimit" in volume["emptyDir"], f"{volume['name']}: emptyDir without sizeLimit"
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
+    assert "/tmp" in mounts  # tempfile.gettempdir(): TorchInductor's cache, vLLM's ZMQ sockets
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["USER"]  # getpass.getuser() without a passwd entry for the UID
+    for variable in ("HOME", "HF_HOME", "VLLM_CONFIG_ROOT"):
+        path = env[variable]
+        assert any(_under(path, m) for m in mounts), f"{variable}={path} is not in an emptyDir"
+
+
+def test_predictor_service_account_does_not_mount_an_api_token(base):
+    account = _one(base, "ServiceAccount", MODEL_READER)
+    assert account["automountServiceAccountToken"] is False
