@@ -46,6 +46,17 @@ def local_model_store(pipeline_root: Path | None = None) -> Path:
     return (pipeline_root or local_pipeline_root()) / "model-store"
 
 
+def local_serving_dir() -> Path:
+    """Where the local deploy target keeps its records of the vLLM servers it runs, one JSON file
+    per served name (``<name>.json``: the production server), beside the candidates'
+    records and locks (not created).
+
+    Under :func:`data_home`, not the pipeline root: a port and a process belong to the machine,
+    so every local run of this user finds the server an earlier ``--keep-serving`` run left.
+    """
+    return data_home() / "serving"
+
+
 def demo_cache() -> Path:
     """Where the demo keeps its tiny model, task and mirror."""
     return data_home() / "demo-cache"

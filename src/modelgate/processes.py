@@ -3,7 +3,8 @@ termination signals into exceptions, and the record of the servers a local run s
 
 Record of started servers
     A step that starts a server in its own session (the local deploy target's vLLM) appends a
-    JSON line to ``$MODELGATE_SERVERS_FILE`` (:func:`record_server`) before it waits for the
+    JSON line to ``$MODELGATE_SERVERS_FILE`` (:func:`record_server`: pid, process group, start
+    time, the name it serves and the pipeline run that started it) before it waits for the
     server, and another when it stops it (:func:`record_stopped`). ``modelgate run`` sets that
     variable to a file under the pipeline root, so it finds every server still running when the
     run ends or is interrupted, even when the step that started it was killed
@@ -96,6 +97,16 @@ def start_time(pid: int) -> int | None:
     """When ``pid`` started (``/proc`` clock ticks), None where unknown."""
     stat = proc_stat(pid)
     return stat.start_time if stat else None
+
+
+def same_process(pid: int, started: int | None) -> bool:
+    """Whether ``pid`` is still the process that started at ``started`` (:func:`start_time`).
+
+    False only when ``pid`` now belongs to a process that started at another time: the pid was
+    reused. True when either time is unknown (no ``/proc``, no such process, nothing recorded).
+    """
+    now = start_time(pid)
+    return started is None or now is None or now == started
 
 
 def _reap(pid: int) -> None:
@@ -298,12 +309,23 @@ def _append(path: str, entry: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def record_server(pid: int, *, pgid: int | None = None, **details: Any) -> None:
+def record_server(
+    pid: int,
+    *,
+    pgid: int | None = None,
+    name: str | None = None,
+    run_id: str | None = None,
+    **details: Any,
+) -> None:
     """Note in ``$MODELGATE_SERVERS_FILE`` (when set) that server ``pid`` started.
 
     Args:
         pid: The server process.
         pgid: Its process group (``pid`` when it leads its own session).
+        name: The name it serves under, if any.
+        run_id: The pipeline run that started it, if known: that run's rollback step stops the
+            servers it started and did not promote
+            (:meth:`~modelgate.deploy.local.LocalVLLMTarget.rollback_run`).
         details: JSON-compatible facts the one stopping it needs (its log, its model folder).
     """
     path = os.environ.get(SERVERS_FILE_ENV)
@@ -315,6 +337,8 @@ def record_server(pid: int, *, pgid: int | None = None, **details: Any) -> None:
         "pgid": pid if pgid is None else pgid,
         "start_time": start_time(pid),
         "time": time.time(),
+        "name": name,
+        "run_id": run_id,
         **details,
     }
     _append(path, entry)
@@ -350,8 +374,7 @@ def recorded_servers(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 
 def _same_process(entry: dict[str, Any]) -> bool:
-    recorded, now = entry.get("start_time"), start_time(int(entry["pid"]))
-    return recorded is None or now is None or recorded == now
+    return same_process(int(entry["pid"]), entry.get("start_time"))
 
 
 @contextlib.contextmanager

@@ -432,7 +432,9 @@ def test_vllm_server_is_started_with_the_minimal_env(
     target = local.LocalVLLMTarget(python=__import__("sys").executable, port=8123)
     spec = DeploySpec(name="m", storage_uri="file:///nowhere")
     with pytest.raises(_Started):
-        target._start(spec, model_dir=str(tmp_path), model_root=tmp_path, log_dir=tmp_path)
+        target._start(
+            spec, model_dir=str(tmp_path), model_root=tmp_path, log_dir=tmp_path, production=None
+        )
 
     env = started["env"]
     assert not set(_SECRETS) & set(env)

@@ -22,8 +22,10 @@ from modelgate.processes import (
     record_server,
     record_stopped,
     recorded_servers,
+    same_process,
     servers_file,
     signals_raise,
+    start_time,
     stop_process_group,
     stop_processes,
 )
@@ -218,17 +220,31 @@ def test_recorded_servers_are_those_started_and_not_stopped(tmp_path, groups):
     with servers_file(path):
         assert os.environ[SERVERS_FILE_ENV] == str(path)
         record_server(first.pid, endpoint="http://a", model_dir="/tmp/a")
-        record_server(second.pid, pgid=second.pid, endpoint="http://b")
+        record_server(second.pid, pgid=second.pid, name="tiny", run_id="run-2", endpoint="http://b")
         record_stopped(first.pid)
     assert SERVERS_FILE_ENV not in os.environ or os.environ[SERVERS_FILE_ENV] != str(path)
 
     (entry,) = recorded_servers(path)
     assert entry["pid"] == entry["pgid"] == second.pid
     assert entry["endpoint"] == "http://b"
+    # what a run's rollback step looks for: the servers that run started under that name
+    assert (entry["name"], entry["run_id"]) == ("tiny", "run-2")
     assert entry["start_time"] == proc_stat(second.pid).start_time
     path.write_text(path.read_text() + '{"event": "sta')  # a line a crash cut short
     assert [e["pid"] for e in recorded_servers(path)] == [second.pid]
     assert recorded_servers(tmp_path / "none.jsonl") == []
+
+
+@needs_proc
+def test_same_process_tells_a_reused_pid_by_its_start_time(groups):
+    proc, _ = _group(workers=0)
+    groups.append(proc.pid)
+    started = start_time(proc.pid)
+    assert started is not None
+    assert same_process(proc.pid, started)
+    assert not same_process(proc.pid, started - 1)  # a process of that pid that started earlier
+    assert same_process(proc.pid, None)  # nothing recorded: cannot tell
+    assert same_process(2**22 + 1, 123)  # no such process now: nothing to tell it from
 
 
 @needs_proc
