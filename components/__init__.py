@@ -1,6 +1,6 @@
 """KFP components of modelgate: thin typed wrappers around the ``modelgate`` library."""
 
-from modelgate.components.deploy.component import deploy_model, smoke_test
+from modelgate.components.deploy.component import deploy_model, rollback_release, smoke_test
 from modelgate.components.download.component import download_model
 from modelgate.components.evaluate.component import evaluate_model
 from modelgate.components.gate.component import check_gate, stop_promotion
@@ -13,6 +13,7 @@ from modelgate.components.register.component import (
     register_candidate,
     resolve_version,
 )
+from modelgate.components.serving_gate.component import serving_gate
 
 __all__ = [
     "check_gate",
@@ -27,6 +28,8 @@ __all__ = [
     "record_evaluation",
     "register_candidate",
     "resolve_version",
+    "rollback_release",
+    "serving_gate",
     "smoke_test",
     "stop_promotion",
 ]

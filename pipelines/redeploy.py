@@ -9,7 +9,12 @@ from kfp import compiler, dsl
 from modelgate.components import preflight_redeploy, resolve_version
 from modelgate.pipelines import PIPELINES_DIR
 from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
-from modelgate.pipelines.stages import evaluate, gate_and_promote, production_lookup
+from modelgate.pipelines.stages import (
+    evaluate,
+    gate_and_promote,
+    production_lookup,
+    rollback_on_exit,
+)
 
 from modelgate.params import RedeployParams, param_default
 from modelgate.placement import Placement
@@ -54,6 +59,8 @@ def build_redeploy(placement: Placement):
         serving_service_account: str = D("serving_service_account"),
         deployment_mode: str = D("deployment_mode"),
         max_model_len: int = D("max_model_len"),
+        canary_traffic_percent: int = D("canary_traffic_percent"),
+        endpoint_eval_tasks: str = D("endpoint_eval_tasks"),
         accelerator_type: str = placement.accelerator_type,
         accelerator_count: str = str(placement.accelerator_count),
         tolerations: list = placement.toleration_dicts(),  # noqa: B006, B008 - KFP default
@@ -82,8 +89,10 @@ def build_redeploy(placement: Placement):
             eval_offline: Never contact the Hub for datasets.
             thresholds: Gate config (absolute ``min``/``max``, ``min_vs_production``; a redeploy
                 has no base model, so ``min_recovery`` fails closed).
-            deploy_target: ``kserve`` or ``local``.
-            deploy_name: InferenceService and served model name.
+            deploy_target: ``kserve`` (InferenceService), ``llmisvc`` (LLMInferenceService) or
+                ``local``.
+            deploy_name: InferenceService and served model name (empty: one per registered
+                model).
             namespace: Namespace of the InferenceService (empty: the run's namespace).
             storage_uri: storageUri override for KServe.
             prefer_registry_uri: Serve ``model-registry://<model>/<version>``.
@@ -91,6 +100,10 @@ def build_redeploy(placement: Placement):
             serving_service_account: Predictor service account that holds the store's secret.
             deployment_mode: ``Standard`` (KServe >= 0.16), ``RawDeployment`` (older), ``Knative``.
             max_model_len: vLLM ``--max-model-len`` (0: model default).
+            canary_traffic_percent: Share of traffic the candidate gets beside production while
+                it is gated (KServe Standard mode; 0: a dark launch only the gates reach).
+            endpoint_eval_tasks: lm-eval tasks run against the live candidate, checked against
+                the gate config's ``endpoint`` thresholds (empty: off).
             accelerator_type: GPU resource name for evaluation and serving.
             accelerator_count: GPUs per evaluation pod and per serving replica, as a string.
             tolerations: Tolerations (a list) for GPU steps and the predictor.
@@ -102,39 +115,47 @@ def build_redeploy(placement: Placement):
             smoke_prompt: Prompt of the post-deploy smoke test.
         """
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
-        check = preflight_redeploy(
-            registered_model_name=registered_model_name,
-            model_version=model_version,
-            registry_url=registry_url,
-            eval_tasks=eval_tasks,
-            eval_task_dir=eval_task_dir,
-            eval_backend=eval_backend,
-            thresholds=thresholds,
-            deploy_target=deploy_target,
-            deploy_name=deploy_name,
-            namespace=namespace,
-            serving_runtime=serving_runtime,
-        ).set_display_name("preflight")
-        no_cache(place(check, "gate", placement))
-        use_hf_token(check, hf_token_secret)
-        use_store_secret(check, model_store_secret)
-        version = resolve_version(
-            model_name=registered_model_name, version_name=model_version, registry_url=registry_url
-        ).set_display_name("resolve version")
-        no_cache(place(version.after(check), "register", placement))
-        candidate = evaluate(
-            p, placement, model_uri=version.outputs["model_uri"], label="candidate"
-        )
-        production = production_lookup(p, placement, model_id=registered_model_name)
-        production.after(check)
-        gate_and_promote(
-            p,
-            placement,
-            candidate=candidate,
-            production=production,
-            record=version.outputs["record"],
-            model_uri=version.outputs["model_uri"],
-        )
+        # the exit handler undoes whatever this run deployed and did not promote
+        with dsl.ExitHandler(rollback_on_exit(p, placement), name="redeploy"):
+            check = preflight_redeploy(
+                registered_model_name=registered_model_name,
+                model_version=model_version,
+                registry_url=registry_url,
+                eval_tasks=eval_tasks,
+                eval_task_dir=eval_task_dir,
+                eval_backend=eval_backend,
+                thresholds=thresholds,
+                deploy_target=deploy_target,
+                deploy_name=deploy_name,
+                namespace=namespace,
+                serving_runtime=serving_runtime,
+                deployment_mode=deployment_mode,
+                storage_uri=storage_uri,
+                prefer_registry_uri=prefer_registry_uri,
+                canary_traffic_percent=canary_traffic_percent,
+            ).set_display_name("preflight")
+            no_cache(place(check, "gate", placement))
+            use_hf_token(check, hf_token_secret)
+            use_store_secret(check, model_store_secret)
+            version = resolve_version(
+                model_name=registered_model_name,
+                version_name=model_version,
+                registry_url=registry_url,
+            ).set_display_name("resolve version")
+            no_cache(place(version.after(check), "register", placement))
+            candidate = evaluate(
+                p, placement, model_uri=version.outputs["model_uri"], label="candidate"
+            )
+            production = production_lookup(p, placement, model_id=registered_model_name)
+            production.after(check)
+            gate_and_promote(
+                p,
+                placement,
+                candidate=candidate,
+                production=production,
+                record=version.outputs["record"],
+                model_uri=version.outputs["model_uri"],
+            )
 
     return redeploy
 

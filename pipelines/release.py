@@ -23,7 +23,13 @@ from modelgate.pipelines.platform import (
     use_hf_token,
     use_store_secret,
 )
-from modelgate.pipelines.stages import evaluate, gate_and_promote, gpu, production_lookup
+from modelgate.pipelines.stages import (
+    evaluate,
+    gate_and_promote,
+    gpu,
+    production_lookup,
+    rollback_on_exit,
+)
 
 from modelgate.params import param_default
 from modelgate.placement import Placement
@@ -72,6 +78,8 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         serving_service_account: str = D("serving_service_account"),
         deployment_mode: str = D("deployment_mode"),
         max_model_len: int = D("max_model_len"),
+        canary_traffic_percent: int = D("canary_traffic_percent"),
+        endpoint_eval_tasks: str = D("endpoint_eval_tasks"),
         accelerator_type: str = placement.accelerator_type,
         accelerator_count: str = str(placement.accelerator_count),
         tolerations: list = placement.toleration_dicts(),  # noqa: B006, B008 - KFP default
@@ -105,8 +113,10 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             thresholds: Gate config as JSON/YAML (absolute ``min``/``max``, ``min_recovery``).
             registry_url: Kubeflow Model Registry URL (empty: ``$MODEL_REGISTRY_URL`` or skip).
             registered_model_name: Registry model name without ``/`` (empty: from the Hub id).
-            deploy_target: ``kserve`` or ``local``.
-            deploy_name: InferenceService and served model name.
+            deploy_target: ``kserve`` (InferenceService), ``llmisvc`` (LLMInferenceService) or
+                ``local``.
+            deploy_name: InferenceService and served model name (empty: one per registered
+                model).
             namespace: Namespace of the InferenceService (empty: the run's namespace).
             storage_uri: storageUri override for KServe (s3://, pvc://, oci://, hf://).
             prefer_registry_uri: Serve ``model-registry://<model>/<version>`` (needs the
@@ -115,6 +125,10 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             serving_service_account: Predictor service account that holds the store's secret.
             deployment_mode: ``Standard`` (KServe >= 0.16), ``RawDeployment`` (older), ``Knative``.
             max_model_len: vLLM ``--max-model-len`` (0: model default).
+            canary_traffic_percent: Share of traffic the candidate gets beside production while
+                it is gated (KServe Standard mode; 0: a dark launch only the gates reach).
+            endpoint_eval_tasks: lm-eval tasks run against the live candidate, checked against
+                the gate config's ``endpoint`` thresholds (empty: off).
             accelerator_type: GPU resource name for quantize, evaluation and serving.
             accelerator_count: GPUs per quantize/evaluation pod and per serving replica, as a
                 string ("0" for CPU); vLLM's tensor parallel size.
@@ -128,84 +142,90 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             smoke_prompt: Prompt of the post-deploy smoke test.
         """
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
-        check = preflight_release(
-            model_id=model_id,
-            model_store=model_store,
-            revision=revision,
-            allow_pickle=allow_pickle,
-            allow_remote_code=allow_remote_code,
-            quant_scheme=quant_scheme,
-            calibration_data=calibration_data,
-            eval_tasks=eval_tasks,
-            eval_task_dir=eval_task_dir,
-            eval_backend=eval_backend,
-            thresholds=thresholds,
-            registry_url=registry_url,
-            deploy_target=deploy_target,
-            deploy_name=deploy_name,
-            namespace=namespace,
-            serving_runtime=serving_runtime,
-            hf_endpoint=hf_endpoint,
-        ).set_display_name("preflight")
-        no_cache(place(check, "gate", placement))
-        use_hf_token(check, hf_token_secret)
-        use_store_secret(check, model_store_secret)
+        # the exit handler undoes whatever this run deployed and did not promote
+        with dsl.ExitHandler(rollback_on_exit(p, placement), name="release"):
+            check = preflight_release(
+                model_id=model_id,
+                model_store=model_store,
+                revision=revision,
+                allow_pickle=allow_pickle,
+                allow_remote_code=allow_remote_code,
+                quant_scheme=quant_scheme,
+                calibration_data=calibration_data,
+                eval_tasks=eval_tasks,
+                eval_task_dir=eval_task_dir,
+                eval_backend=eval_backend,
+                thresholds=thresholds,
+                registry_url=registry_url,
+                deploy_target=deploy_target,
+                deploy_name=deploy_name,
+                namespace=namespace,
+                serving_runtime=serving_runtime,
+                deployment_mode=deployment_mode,
+                storage_uri=storage_uri,
+                prefer_registry_uri=prefer_registry_uri,
+                canary_traffic_percent=canary_traffic_percent,
+                hf_endpoint=hf_endpoint,
+            ).set_display_name("preflight")
+            no_cache(place(check, "gate", placement))
+            use_hf_token(check, hf_token_secret)
+            use_store_secret(check, model_store_secret)
 
-        download = download_model(
-            repo_id=model_id,
-            model_store=model_store,
-            revision=revision,
-            allow_pickle=allow_pickle,
-            allow_remote_code=allow_remote_code,
-            hf_endpoint=hf_endpoint,
-        ).set_display_name("download")
-        download.after(check)
-        # the revision may be a moving branch: never reuse a cached result for it
-        no_cache(place(download, "download", placement))
-        use_hf_token(download, hf_token_secret)
-        use_store_secret(download, model_store_secret)
+            download = download_model(
+                repo_id=model_id,
+                model_store=model_store,
+                revision=revision,
+                allow_pickle=allow_pickle,
+                allow_remote_code=allow_remote_code,
+                hf_endpoint=hf_endpoint,
+            ).set_display_name("download")
+            download.after(check)
+            # the revision may be a moving branch: never reuse a cached result for it
+            no_cache(place(download, "download", placement))
+            use_hf_token(download, hf_token_secret)
+            use_store_secret(download, model_store_secret)
 
-        quantize = quantize_model(
-            model_uri=download.outputs["model_uri"],
-            model_store=model_store,
-            repo_id=model_id,
-            commit_sha=download.outputs["commit_sha"],
-            scheme=quant_scheme,
-            calibration_data=calibration_data,
-        ).set_display_name("quantize")
-        place(quantize, "quantize", placement, **gpu(p))
-        use_store_secret(quantize, model_store_secret)
+            quantize = quantize_model(
+                model_uri=download.outputs["model_uri"],
+                model_store=model_store,
+                repo_id=model_id,
+                commit_sha=download.outputs["commit_sha"],
+                scheme=quant_scheme,
+                calibration_data=calibration_data,
+            ).set_display_name("quantize")
+            place(quantize, "quantize", placement, **gpu(p))
+            use_store_secret(quantize, model_store_secret)
 
-        register = register_candidate(
-            model_uri=quantize.outputs["model_uri"],
-            repo_id=model_id,
-            revision=revision,
-            commit_sha=download.outputs["commit_sha"],
-            scheme=quantize.outputs["scheme"],
-            model_name=registered_model_name,
-            registry_url=registry_url,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        ).set_display_name("register candidate")
-        retry_safely(no_cache(place(register, "register", placement)))
+            register = register_candidate(
+                model_uri=quantize.outputs["model_uri"],
+                repo_id=model_id,
+                revision=revision,
+                commit_sha=download.outputs["commit_sha"],
+                scheme=quantize.outputs["scheme"],
+                model_name=registered_model_name,
+                registry_url=registry_url,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            ).set_display_name("register candidate")
+            retry_safely(no_cache(place(register, "register", placement)))
 
-        evaluations = {
-            label: evaluate(p, placement, model_uri=uri, label=label)
-            for label, uri in (
-                ("base", download.outputs["model_uri"]),
-                ("candidate", quantize.outputs["model_uri"]),
+            evaluations = {
+                label: evaluate(p, placement, model_uri=uri, label=label)
+                for label, uri in (
+                    ("base", download.outputs["model_uri"]),
+                    ("candidate", quantize.outputs["model_uri"]),
+                )
+            }
+            production = production_lookup(p, placement, model_id=model_id)
+            production.after(check)
+            gate_and_promote(
+                p,
+                placement,
+                candidate=evaluations["candidate"],
+                base=evaluations["base"],
+                production=production,
+                record=register.outputs["record"],
+                model_uri=quantize.outputs["model_uri"],
             )
-        }
-        production = production_lookup(p, placement, model_id=model_id)
-        production.after(check)
-        gate_and_promote(
-            p,
-            placement,
-            candidate=evaluations["candidate"],
-            base=evaluations["base"],
-            production=production,
-            record=register.outputs["record"],
-            model_uri=quantize.outputs["model_uri"],
-        )
 
     return release
 

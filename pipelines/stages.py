@@ -1,5 +1,6 @@
-"""Pieces both pipelines are built from: evaluate a stored model, and the gate that decides
-whether it is recorded as rejected or deployed, smoke-tested and promoted.
+"""Pieces both pipelines are built from: evaluate a stored model; the gate that decides
+whether it is recorded as rejected or deployed beside production, smoke-tested, load-tested
+(the serving gate) and promoted; and the rollback step that runs when the run ends.
 
 ``p`` is the pipeline's own parameters (``dict(locals())`` at the top of its function: the
 KFP channels of every run parameter), so each piece reads the same knobs by the same names.
@@ -17,6 +18,8 @@ from modelgate.components import (
     lookup_production,
     promote_candidate,
     record_evaluation,
+    rollback_release,
+    serving_gate,
     smoke_test,
     stop_promotion,
 )
@@ -103,6 +106,8 @@ def gate_and_promote(
         deploy = deploy_model(
             model_uri=model_uri,
             name=p["deploy_name"],
+            model_id=p.get("model_id", ""),
+            registered_model_name=p["registered_model_name"],
             target=p["deploy_target"],
             namespace=p["namespace"],
             storage_uri=p["storage_uri"],
@@ -114,6 +119,8 @@ def gate_and_promote(
             serving_resources=placement.resources("serve").model_dump(exclude_none=True),
             max_model_len=p["max_model_len"],
             vllm_python=p["vllm_python"],
+            canary_traffic_percent=p["canary_traffic_percent"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             **gpu(p),
         ).set_display_name("deploy")
         no_cache(place(deploy, "deploy", placement))
@@ -122,12 +129,50 @@ def gate_and_promote(
             deployment=deploy.outputs["deployment"], prompt=p["smoke_prompt"]
         ).set_display_name("smoke test")
         no_cache(place(smoke, "smoke_test", placement))
+        slo = serving_gate(
+            deployment=deploy.outputs["deployment"],
+            thresholds=p["thresholds"],
+            model_uri=model_uri,
+            record=record,
+            registry_url=p["registry_url"],
+            accelerator_type=p["accelerator_type"],
+            accelerator_count=p["accelerator_count"],
+            node_selector=p["node_selector"],
+            endpoint_eval_tasks=p["endpoint_eval_tasks"],
+            candidate_results=candidate.outputs["results"],
+            eval_limit=p["eval_limit"],
+            eval_num_fewshot=p["eval_num_fewshot"],
+            eval_offline=p["eval_offline"],
+            hf_endpoint=p["hf_endpoint"],
+        ).set_display_name("serving gate")
+        no_cache(place(slo.after(smoke), "serving_gate", placement))
+        use_hf_token(slo, p["hf_token_secret"])  # endpoint evaluation datasets
+        use_store_secret(slo, p["model_store_secret"])  # the candidate's tokenizer
         promote = promote_candidate(
-            record=record, registry_url=p["registry_url"], endpoint=deploy.outputs["endpoint"]
+            record=record, registry_url=p["registry_url"], deployment=deploy.outputs["deployment"]
         )
         promote.set_display_name("promote")
-        retry_safely(no_cache(place(promote.after(smoke), "register", placement)))
+        retry_safely(no_cache(place(promote.after(slo), "register", placement)))
     with dsl.Else(name="gate-failed"):
         stop = stop_promotion(summary=gate.outputs["summary"], table=gate.outputs["table"])
         stop.set_display_name("stop promotion")
         no_cache(place(stop.after(recorded), "gate", placement))
+
+
+def rollback_on_exit(p: Params, placement: Placement) -> dsl.PipelineTask:
+    """The run's exit handler: undo what the run deployed and did not promote.
+
+    Use as ``with dsl.ExitHandler(rollback_on_exit(p, placement), name="release"):`` around
+    the whole pipeline (KFP allows exit handlers at the outermost scope only), so it runs after
+    a failed smoke test or serving gate, a failed promote, a cancel, and a success (then it
+    finds nothing to undo).
+    """
+    task = rollback_release(
+        name=p["deploy_name"],
+        model_id=p.get("model_id", ""),
+        registered_model_name=p["registered_model_name"],
+        target=p["deploy_target"],
+        namespace=p["namespace"],
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ).set_display_name("rollback")
+    return retry_safely(no_cache(place(task, "deploy", placement)))

@@ -10,7 +10,9 @@ from modelgate.images import BASE_IMAGE
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def deploy_model(
     model_uri: str,
-    name: str,
+    name: str = "",
+    model_id: str = "",
+    registered_model_name: str = "",
     target: str = "kserve",
     namespace: str = "",
     storage_uri: str = "",
@@ -26,17 +28,24 @@ def deploy_model(
     serving_resources: Optional[dict] = None,
     max_model_len: int = 0,
     vllm_python: str = "",
+    canary_traffic_percent: int = 0,
+    run_id: str = "",
     timeout_seconds: int = 1800,
 ) -> NamedTuple("DeployOutputs", [("endpoint", str), ("served_model", str), ("deployment", str)]):
-    """Serve the model with vLLM: a KServe InferenceService, or a local vLLM process.
+    """Serve the gated candidate with vLLM beside production, and wait until it serves.
 
-    Waits until the new spec serves: for KServe Standard mode, until the predictor Deployment
-    has rolled it out. A deployment that fails is rolled back before the step fails.
+    On KServe, when an InferenceService already serves production, the candidate is its named
+    canary predictor (``canary_traffic_percent`` of the traffic; 0 = dark launch) and
+    production's pods are untouched; otherwise the InferenceService is created. Locally, the
+    candidate is a second vLLM server beside the one in production. The endpoint reaches the
+    candidate only. A deployment that fails is undone before the step fails.
 
     Args:
         model_uri: The stored candidate that passed the gate.
-        name: InferenceService / served model name (DNS-1035).
-        target: ``kserve`` (create or replace the InferenceService) or ``local``.
+        name: InferenceService / served model name (DNS-1035; empty: one per registered model).
+        model_id: Hub id the default ``name`` is derived from.
+        registered_model_name: Registered model name (empty: derived from ``model_id``).
+        target: ``kserve`` (InferenceService), ``llmisvc`` (LLMInferenceService) or ``local``.
         namespace: Namespace for kserve (empty: the pod's namespace or ``default``).
         storage_uri: Override of where KServe fetches the model (s3://, pvc://, oci://, hf://).
         registry_record: Record JSON from ``register_candidate``.
@@ -51,6 +60,8 @@ def deploy_model(
         serving_resources: Requests/limits of each replica (a ``StepResources`` mapping).
         max_model_len: vLLM ``--max-model-len`` (0: model default).
         vllm_python: For ``local``: interpreter with vLLM (empty: ``$MODELGATE_VLLM_PYTHON``).
+        canary_traffic_percent: Share of traffic the candidate gets beside production.
+        run_id: The KFP run, stamped on what is created so the run's rollback step finds it.
         timeout_seconds: Seconds to wait until the deployment serves.
 
     Returns:
@@ -78,6 +89,8 @@ def deploy_model(
     )
     deployment = deploy(
         name=name,
+        model_id=model_id,
+        registered_model_name=registered_model_name,
         model_uri=model_uri,
         target=target,
         namespace=namespace or None,
@@ -90,6 +103,8 @@ def deploy_model(
         service_account=service_account or None,
         deployment_mode=deployment_mode,
         vllm_python=vllm_python or None,
+        canary_traffic_percent=canary_traffic_percent,
+        run_id=run_id or None,
         timeout=float(timeout_seconds),
     )
     outputs = namedtuple("DeployOutputs", ["endpoint", "served_model", "deployment"])
@@ -98,10 +113,10 @@ def deploy_model(
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
 def smoke_test(deployment: str, prompt: str = "2+3=") -> str:
-    """Call /v1/completions and /v1/chat/completions once each; both must return text.
+    """Call /v1/completions and /v1/chat/completions on the candidate; both must return text.
 
-    On failure the deployment is rolled back (the previous InferenceService spec restored and
-    waited for, or the new one deleted), so no failing model is left serving.
+    A failure fails the step; the run's rollback step then removes the candidate, and
+    production keeps serving.
 
     Args:
         deployment: Deployment details JSON from ``deploy_model``.
@@ -111,13 +126,61 @@ def smoke_test(deployment: str, prompt: str = "2+3=") -> str:
         The completion text.
 
     Raises:
-        SmokeTestError: A call failed or returned no text (after the rollback).
+        SmokeTestError: A call failed or returned no text.
     """
     import json
 
-    from modelgate.deploy.plan import smoke_test_or_rollback
     from modelgate.deploy.target import Deployment
     from modelgate.logs import configure_logging
+    from modelgate.postdeploy import run_smoke_test
 
     configure_logging()
-    return smoke_test_or_rollback(Deployment(**json.loads(deployment)), prompt=prompt)
+    return run_smoke_test(Deployment(**json.loads(deployment)), prompt=prompt)
+
+
+@dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
+def rollback_release(
+    status: dsl.PipelineTaskFinalStatus,
+    name: str = "",
+    model_id: str = "",
+    registered_model_name: str = "",
+    target: str = "kserve",
+    namespace: str = "",
+    run_id: str = "",
+) -> str:
+    """The run's exit handler: undo what this run deployed and did not promote.
+
+    Runs after every run: success (nothing to undo), a failed step, a cancel. It reads the
+    state on the target, so it also cleans up after a deploy pod that was killed half-way:
+    a candidate stamped with this run that is not production is removed and production keeps
+    serving; anything else is left alone.
+
+    Args:
+        status: The final status of the run's tasks (KFP fills it in).
+        name: InferenceService / served model name (empty: one per registered model).
+        model_id: Hub id the default ``name`` is derived from.
+        registered_model_name: Registered model name (empty: derived from ``model_id``).
+        target: ``kserve``, ``llmisvc`` or ``local``.
+        namespace: Namespace of the InferenceService (empty: the pod's namespace or ``default``).
+        run_id: The KFP run id the deploy step stamped (empty: the status's job name).
+
+    Returns:
+        What was undone, or that there was nothing to undo.
+
+    Raises:
+        DeployError: The rollback failed (the message names what is left serving).
+    """
+    from modelgate.logs import configure_logging
+    from modelgate.postdeploy import rollback_step
+
+    configure_logging()
+    return rollback_step(
+        name=name,
+        model_id=model_id,
+        registered_model_name=registered_model_name,
+        target=target,
+        namespace=namespace or None,
+        run_id=run_id or status.pipeline_job_resource_name,
+        state=status.state,
+        error=status.error_message,
+    )

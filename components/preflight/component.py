@@ -22,9 +22,13 @@ def preflight_release(
     ),
     registry_url: str = "",
     deploy_target: str = "kserve",
-    deploy_name: str = "modelgate-candidate",
+    deploy_name: str = "",
     namespace: str = "",
     serving_runtime: str = "vllm-runtime",
+    deployment_mode: str = "Standard",
+    storage_uri: str = "",
+    prefer_registry_uri: bool = False,
+    canary_traffic_percent: int = 0,
     hf_endpoint: str = "",
 ) -> str:
     """Check everything knowable before download starts; fail with every problem at once.
@@ -47,10 +51,14 @@ def preflight_release(
         eval_backend: lm-eval backend.
         thresholds: Gate config (JSON/YAML).
         registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL`` or none).
-        deploy_target: ``kserve`` or ``local``.
-        deploy_name: InferenceService name.
+        deploy_target: ``kserve``, ``llmisvc`` or ``local``.
+        deploy_name: InferenceService name (empty: one per registered model).
         namespace: Namespace of the InferenceService (empty: this pod's).
         serving_runtime: ServingRuntime name.
+        deployment_mode: KServe deployment mode.
+        storage_uri: storageUri override.
+        prefer_registry_uri: Serve ``model-registry://`` URIs.
+        canary_traffic_percent: Share of traffic of the candidate beside production.
         hf_endpoint: Hub mirror URL.
 
     Returns:
@@ -82,6 +90,10 @@ def preflight_release(
             deploy_name=deploy_name,
             namespace=namespace,
             serving_runtime=serving_runtime,
+            deployment_mode=deployment_mode,
+            storage_uri=storage_uri,
+            prefer_registry_uri=prefer_registry_uri,
+            canary_traffic_percent=canary_traffic_percent,
             hf_endpoint=hf_endpoint,
         )
     )
@@ -100,9 +112,13 @@ def preflight_redeploy(
         '"min_vs_production": 0.98, "tolerance_stderr": 1}]}'
     ),
     deploy_target: str = "kserve",
-    deploy_name: str = "modelgate-candidate",
+    deploy_name: str = "",
     namespace: str = "",
     serving_runtime: str = "vllm-runtime",
+    deployment_mode: str = "Standard",
+    storage_uri: str = "",
+    prefer_registry_uri: bool = False,
+    canary_traffic_percent: int = 0,
 ) -> str:
     """Check a redeploy before it evaluates anything; fail with every problem at once.
 
@@ -118,10 +134,14 @@ def preflight_redeploy(
         eval_task_dir: Stored folder URI of local task YAMLs.
         eval_backend: lm-eval backend.
         thresholds: Gate config (JSON/YAML).
-        deploy_target: ``kserve`` or ``local``.
-        deploy_name: InferenceService name.
+        deploy_target: ``kserve``, ``llmisvc`` or ``local``.
+        deploy_name: InferenceService name (empty: one per registered model).
         namespace: Namespace of the InferenceService (empty: this pod's).
         serving_runtime: ServingRuntime name.
+        deployment_mode: KServe deployment mode.
+        storage_uri: storageUri override.
+        prefer_registry_uri: Serve ``model-registry://`` URIs.
+        canary_traffic_percent: Share of traffic of the candidate beside production.
 
     Returns:
         One line per check.
@@ -147,5 +167,9 @@ def preflight_redeploy(
             deploy_name=deploy_name,
             namespace=namespace,
             serving_runtime=serving_runtime,
+            deployment_mode=deployment_mode,
+            storage_uri=storage_uri,
+            prefer_registry_uri=prefer_registry_uri,
+            canary_traffic_percent=canary_traffic_percent,
         )
     )

@@ -175,31 +175,38 @@ def record_evaluation(
 
 
 @dsl.component(base_image=BASE_IMAGE, install_kfp_package=False)
-def promote_candidate(record: str, registry_url: str = "", endpoint: str = "") -> str:
-    """After the post-deploy checks: the version becomes production, the previous one archived.
+def promote_candidate(record: str, registry_url: str = "", deployment: str = "") -> str:
+    """After the post-deploy gates: the candidate becomes production where it serves (a KServe
+    canary replaces the predictor, a local candidate takes over from the old server), then in
+    the registry, where the previous production version is archived.
 
-    Safe to repeat (the pipeline retries it): promoting the production version again changes
+    Safe to repeat (the pipeline retries it): promoting what is already production changes
     nothing.
 
     Args:
         record: Registry record JSON from ``register_candidate``.
         registry_url: Registry URL (empty: ``$MODEL_REGISTRY_URL``).
-        endpoint: The deploy step's endpoint, which already serves the version.
+        deployment: Deployment details JSON from ``deploy_model`` (empty: registry only).
 
     Returns:
         What was done, or why it was skipped.
 
     Raises:
+        DeployError: The target could not complete the promotion.
         RegistryError: The registry refused the update; the message says that the endpoint
             serves the version while the registry still says ``candidate``, and the command
             that promotes it by hand.
     """
+    import json
+
+    from modelgate.deploy.target import Deployment
     from modelgate.logs import configure_logging
-    from modelgate.registry import RegistryRecord, promote_candidate
+    from modelgate.postdeploy import promote_release
+    from modelgate.registry import RegistryRecord
 
     configure_logging()
-    return promote_candidate(
+    return promote_release(
+        Deployment(**json.loads(deployment)) if deployment else None,
         record=RegistryRecord.from_dict(record),
         registry_url=registry_url or None,
-        endpoint=endpoint or None,
     )

@@ -18,6 +18,12 @@ A gate config (JSON or YAML) lists per task/metric checks::
 
 Every check is evaluated and every failure collected; the gate passes only if all pass.
 
+An optional ``serving:`` section holds the serving (SLO) gate run on the live endpoint after
+deploy: a GuideLLM load and bounds on TTFT, ITL, latency, error rate and throughput
+(:class:`modelgate.slo.ServingGateConfig`). An optional ``endpoint:`` section holds the
+thresholds of lm-eval run against the live endpoint (``endpoint_eval_tasks``), where
+``min_recovery`` compares with the offline evaluation of the same model.
+
 Statistics. Each metric carries its standard error and the number of samples lm-eval scored.
 With ``tolerance_stderr: k`` (default 0: point estimates) an absolute ``min`` passes when
 ``value + k*se >= min``, a ``max`` when ``value - k*se <= max``. A ratio (recovery, vs
@@ -51,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelgate.errors import ConfigError
 from modelgate.evaluate import EvalResult, MetricValue
+from modelgate.slo import ServingGateConfig
 from modelgate.validation import validated
 
 logger = logging.getLogger(__name__)
@@ -91,6 +98,30 @@ class Threshold(BaseModel):
         return self
 
 
+class EndpointGate(BaseModel):
+    """Bounds on lm-eval run against the live endpoint (``endpoint_eval_tasks``).
+
+    ``min_recovery`` here compares the endpoint's score with the offline evaluation of the same
+    stored model: a drop means the serving setup (chat template, max length, tokenizer) loses
+    what the weights have. ``min_vs_production`` is not available (production's endpoint score
+    is not stored).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: list[Threshold] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _no_production(self) -> EndpointGate:
+        for t in self.thresholds:
+            if t.min_vs_production is not None:
+                raise ValueError(
+                    f"endpoint threshold {t.task}/{t.metric}: min_vs_production is not available "
+                    "on the endpoint evaluation; use min, max or min_recovery (vs offline)"
+                )
+        return self
+
+
 class GateConfig(BaseModel):
     """A gate: a list of thresholds that must all hold."""
 
@@ -98,6 +129,14 @@ class GateConfig(BaseModel):
 
     name: str = "quality"
     thresholds: list[Threshold] = Field(min_length=1)
+    serving: ServingGateConfig | None = Field(
+        default=None,
+        description="the serving (SLO) gate on the live endpoint (modelgate.slo); None: off",
+    )
+    endpoint: EndpointGate | None = Field(
+        default=None,
+        description="bounds on lm-eval against the live endpoint (endpoint_eval_tasks)",
+    )
 
     @property
     def uses_production(self) -> bool:

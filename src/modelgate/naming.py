@@ -48,6 +48,37 @@ def registered_model_name(repo_id: str, explicit: str | None = None) -> str:
     return model_slug(repo_id)
 
 
+#: Longest served name: KServe derives ``<name>-predictor-<canary>`` Services and Deployments
+#: from it, and a Service name is a DNS-1035 label of at most 63 characters.
+SERVING_NAME_MAX = 40
+_DNS_DROP = re.compile(r"[^a-z0-9]+")
+
+
+def serving_name(explicit: str | None, *, repo_id: str = "", registered: str | None = None) -> str:
+    """The InferenceService / served model name: ``explicit`` if given, else one per registered
+    model (so one model's rollback never touches another model's service).
+
+    ``org/Model_7B.v2`` -> ``org-model-7b-v2``; a name that does not start with a letter gets
+    ``m-`` in front; one longer than :data:`SERVING_NAME_MAX` is cut and ends in 6 hex digits of
+    its hash, so two long names stay apart.
+
+    Raises:
+        ConfigError: Neither a name nor a model to derive one from.
+    """
+    if explicit:
+        return explicit  # validated where it is used (DeploySpec names the rule)
+    source = registered_model_name(repo_id, registered) if (repo_id or registered) else ""
+    name = _DNS_DROP.sub("-", source.lower()).strip("-")
+    if not name:
+        raise ConfigError("no deploy name: pass deploy_name or a model to derive it from")
+    if not name[0].isalpha():
+        name = f"m-{name}"
+    if len(name) > SERVING_NAME_MAX:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+        name = f"{name[: SERVING_NAME_MAX - 7].rstrip('-')}-{digest}"
+    return name
+
+
 def version_name(*, scheme: str, commit_sha: str, run_id: str | None) -> str:
     """``<scheme>-<commit[:12]>-<run id tail>``: one version per source commit, scheme and run."""
     run = (run_id or "local").split("/")[-1][-12:] or "local"

@@ -59,7 +59,7 @@ CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "quant_scheme": ("quant scheme", ("none", "FP8_DYNAMIC", "W8A8", "W4A16")),
     "eval_backend": ("eval backend", ("vllm", "hf")),
     "eval_device": ("eval device", ("", "cpu", "cuda")),
-    "deploy_target": ("deploy target", ("kserve", "local")),
+    "deploy_target": ("deploy target", ("kserve", "llmisvc", "local")),
     "deployment_mode": ("deployment mode", ("Standard", "RawDeployment", "Knative")),
 }
 
@@ -108,9 +108,29 @@ class _RunParams(BaseModel):
     registered_model_name: str = _p(
         "", group="registry", help="Registered model name without '/' (default: from the Hub id)."
     )
-    deploy_target: str = _p("kserve", group="serving", help="kserve or local.")
+    deploy_target: str = _p(
+        "kserve",
+        group="serving",
+        help="kserve (InferenceService), llmisvc (LLMInferenceService) or local (vLLM process).",
+    )
     deploy_name: str = _p(
-        "modelgate-candidate", group="serving", help="InferenceService / served model name."
+        "",
+        group="serving",
+        help="InferenceService / served model name (default: one per registered model).",
+    )
+    canary_traffic_percent: int = _p(
+        0,
+        ge=0,
+        le=100,
+        group="serving",
+        help="Share of production traffic the candidate gets while it is gated beside "
+        "production (KServe Standard mode); 0 = dark launch, only the gates reach it.",
+    )
+    endpoint_eval_tasks: str = _p(
+        "",
+        group="evaluate",
+        help="lm-eval tasks run against the live endpoint after deploy (gate config "
+        "'endpoint' thresholds); empty = off.",
     )
     namespace: str = _p(
         "", group="serving", help="Namespace of the InferenceService (default: the run's)."

@@ -27,7 +27,15 @@ QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 RESOURCE_NAME = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$")
 
 Step = Literal[
-    "download", "quantize", "evaluate", "register", "gate", "deploy", "smoke_test", "serve"
+    "download",
+    "quantize",
+    "evaluate",
+    "register",
+    "gate",
+    "deploy",
+    "smoke_test",
+    "serving_gate",
+    "serve",
 ]
 #: Steps that hold the model on disk and get a work volume.
 HEAVY_STEPS: tuple[Step, ...] = ("download", "quantize", "evaluate")
@@ -100,6 +108,8 @@ def default_steps() -> dict[Step, StepResources]:
         "gate": _LIGHT,
         "deploy": _LIGHT,
         "smoke_test": _LIGHT,
+        # GuideLLM's load generator and tokenizer, lm-eval's local-completions client
+        "serving_gate": StepResources(cpu="2", memory="4Gi", cpu_limit="4", memory_limit="8Gi"),
         "serve": StepResources(cpu="4", memory="24Gi", cpu_limit="8", memory_limit="32Gi"),
     }
 

@@ -143,18 +143,39 @@ def _deploy_target(params: ReleaseParams | RedeployParams, *, local: bool) -> st
 
         return f"vLLM at {resolve_vllm_python(params.vllm_python or None)}"
     from modelgate.deploy.spec import DeploySpec
+    from modelgate.naming import serving_name
     from modelgate.validation import validated
 
-    validated(
+    name = serving_name(
+        params.deploy_name,
+        repo_id=getattr(params, "model_id", ""),
+        registered=params.registered_model_name or None,
+    )
+    spec = validated(
         DeploySpec,
-        {"name": params.deploy_name, "storage_uri": "s3://check/name"},
+        {
+            "name": name,
+            "storage_uri": (
+                "model-registry://check/name"
+                if params.prefer_registry_uri
+                else params.storage_uri or "s3://check/name"
+            ),
+            "runtime": params.serving_runtime,
+            "deployment_mode": params.deployment_mode,
+            "canary_traffic_percent": params.canary_traffic_percent,
+        },
         what="deployment",
     )
+    if params.deploy_target == "llmisvc":
+        from modelgate.deploy.llmisvc import check_supported
+
+        check_supported(spec)  # what an LLMInferenceService cannot take, before any model work
     if local:
         from modelgate.deploy.kserve import KServeTarget
 
         KServeTarget._default_apis()  # credentials for the cluster
-    return f"InferenceService {params.deploy_name}"
+    kind = "LLMInferenceService" if params.deploy_target == "llmisvc" else "InferenceService"
+    return f"{kind} {name}"
 
 
 def _registry(params: ReleaseParams) -> str:

@@ -73,6 +73,11 @@ def test_release_gates_deploy_behind_the_gate_output():
     assert "deploy-model" not in spec["root"]["dag"]["tasks"]
 
 
+def _run_param(name: str) -> str:
+    """The run parameter a DAG input carries (the compiler's ``pipelinechannel--`` prefix)."""
+    return name.removeprefix("pipelinechannel--")
+
+
 def test_gpu_settings_are_run_parameters_of_the_types_the_driver_reads():
     """The KFP driver reads the accelerator count with GetStringValue(), tolerationJson as a
     struct or list and nodeSelectorJson as a struct (kubeflow/pipelines backend/src/v2/driver/
@@ -91,10 +96,13 @@ def test_gpu_settings_are_run_parameters_of_the_types_the_driver_reads():
         assert "{{$.inputs.parameters" in accel["resourceType"]
         assert "{{$.inputs.parameters" in accel["resourceCount"]
         cfg = platform[executor]
-        assert cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "tolerations"
-        assert cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "node_selector"
+        # inside the exit handler's DAG a run parameter arrives as pipelinechannel--<name>
+        toleration = cfg["tolerations"][0]["tolerationJson"]["componentInputParameter"]
+        assert _run_param(toleration) == "tolerations"
+        node_selector = cfg["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"]
+        assert _run_param(node_selector) == "node_selector"
     secrets = {
-        s["secretNameParameter"]["componentInputParameter"]: s
+        _run_param(s["secretNameParameter"]["componentInputParameter"]): s
         for s in platform["exec-download-model"]["secretAsEnv"]
     }
     assert secrets["hf_token_secret"]["keyToEnv"] == [{"secretKey": "token", "envVar": "HF_TOKEN"}]
@@ -144,7 +152,8 @@ def test_pipeline_parameters_are_declared_once(pipeline, required):
 
 @pytest.mark.parametrize("name", PIPELINE_MODULES)
 def test_steps_with_safe_side_effects_carry_a_retry_policy(name):
-    """register, record and promote are retried (``task.set_retry``); the KFP backend compiles
+    """register, record, promote and rollback are retried (``task.set_retry``); the KFP backend
+    compiles
     ``retryPolicy`` into the executor's Argo retryStrategy (backend/src/v2/compiler/argocompiler/
     container.go), and Argo reads the backoff factor as an integer."""
     from modelgate.pipelines.platform import (
@@ -155,7 +164,7 @@ def test_steps_with_safe_side_effects_carry_a_retry_policy(name):
     tasks = _all_tasks(load(name)[0])
     policies = {t["taskInfo"]["name"]: t.get("retryPolicy") for t in tasks.values()}
     retried = {step for step, policy in policies.items() if policy}
-    expected = {"register candidate", "record evaluation", "promote"} & set(policies)
+    expected = {"register candidate", "record evaluation", "promote", "rollback"} & set(policies)
     assert retried == expected and "promote" in retried
     for step in retried:
         assert policies[step] == {
@@ -166,5 +175,47 @@ def test_steps_with_safe_side_effects_carry_a_retry_policy(name):
         }, step
     assert float(STEP_BACKOFF_FACTOR).is_integer()
     promote = next(t for t in tasks.values() if t["taskInfo"]["name"] == "promote")
-    endpoint = promote["inputs"]["parameters"]["endpoint"]["taskOutputParameter"]
-    assert endpoint == {"outputParameterKey": "endpoint", "producerTask": "deploy-model"}
+    deployment = promote["inputs"]["parameters"]["deployment"]["taskOutputParameter"]
+    assert deployment == {"outputParameterKey": "deployment", "producerTask": "deploy-model"}
+
+
+@pytest.mark.parametrize("name", PIPELINE_MODULES)
+def test_rollback_is_the_exit_handler_of_the_whole_run(name):
+    """The rollback step runs after everything else, whatever happened: KFP compiles a
+    ``dsl.ExitHandler`` into an exit task with ``triggerPolicy.strategy:
+    ALL_UPSTREAM_TASKS_COMPLETED`` that depends on the handler's DAG and reads its
+    ``taskFinalStatus`` (kfp ``compiler/pipeline_spec_builder.py``
+    ``build_exit_handler_groups_recursively``; the backend turns it into the DAG's exit task in
+    ``backend/src/v2/compiler/argocompiler/dag.go``)."""
+    spec = load(name)[0]
+    root = spec["root"]["dag"]["tasks"]
+    rollback = next(t for t in root.values() if t["taskInfo"]["name"] == "rollback")
+    (handler,) = (k for k, t in root.items() if t is not rollback)
+    assert rollback["triggerPolicy"] == {"strategy": "ALL_UPSTREAM_TASKS_COMPLETED"}
+    assert rollback["dependentTasks"] == [handler]
+    inputs = rollback["inputs"]["parameters"]
+    assert inputs["status"] == {"taskFinalStatus": {"producerTask": handler}}
+    assert inputs["name"] == {"componentInputParameter": "deploy_name"}
+    assert inputs["target"] == {"componentInputParameter": "deploy_target"}
+    # every other step, deploy included, runs inside the handler's DAG
+    inner = _all_tasks(spec)
+    names = {t["taskInfo"]["name"] for k, t in inner.items() if k not in root}
+    assert {"deploy", "smoke test", "serving gate", "promote"} <= names
+    # the rollback finds what the deploy step stamped: both get the same run id
+    deploy = next(t for t in inner.values() if t["taskInfo"]["name"] == "deploy")
+    run_id = deploy["inputs"]["parameters"]["run_id"]
+    assert run_id == inputs["run_id"] == {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}}
+
+
+@pytest.mark.parametrize("name", PIPELINE_MODULES)
+def test_serving_gate_runs_between_smoke_test_and_promote(name):
+    tasks = _all_tasks(load(name)[0])
+    by_name = {t["taskInfo"]["name"]: (k, t) for k, t in tasks.items()}
+    smoke_key = by_name["smoke test"][0]
+    gate_key, gate = by_name["serving gate"]
+    promote = by_name["promote"][1]
+    assert smoke_key in gate["dependentTasks"]
+    assert gate_key in promote["dependentTasks"]
+    params = gate["inputs"]["parameters"]
+    assert params["deployment"]["taskOutputParameter"]["producerTask"] == "deploy-model"
+    assert _run_param(params["thresholds"]["componentInputParameter"]) == "thresholds"

@@ -49,11 +49,13 @@ UNCACHED = {
     "record evaluation",
     "deploy",
     "smoke test",
+    "serving gate",
+    "rollback",
     "stop promotion",
 }
 GPU_STEPS = {"quantize", "evaluate base", "evaluate candidate"}
 #: steps with external side effects that are safe to repeat: Argo retries them
-RETRIED = {"register candidate", "record evaluation", "promote"}
+RETRIED = {"register candidate", "record evaluation", "promote", "rollback"}
 MODEL_STEPS = {"download": "download", "quantize": "quantize", "evaluate": "evaluate"}
 
 

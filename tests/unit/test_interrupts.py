@@ -11,8 +11,9 @@ import time
 
 import pytest
 
+from modelgate import postdeploy
 from modelgate.cli.local import _teardown
-from modelgate.deploy import Deployment, plan
+from modelgate.deploy import Deployment
 from modelgate.errors import SmokeTestError
 from modelgate.processes import (
     SERVERS_FILE_ENV,
@@ -53,7 +54,7 @@ class _Target:
 @pytest.fixture()
 def target(monkeypatch) -> _Target:
     fake = _Target()
-    monkeypatch.setattr(plan, "make_target", lambda name: fake)
+    monkeypatch.setattr(postdeploy, "make_target", lambda name: fake)
     return fake
 
 
@@ -62,23 +63,23 @@ DEPLOYMENT = Deployment(
 )
 
 
-def test_failed_smoke_test_rolls_back(target, monkeypatch):
+def test_failed_smoke_test_leaves_the_undo_to_the_rollback_step(target, monkeypatch):
     def fail(*a, **kw):
         raise SmokeTestError("completions returned no text")
 
-    monkeypatch.setattr(plan, "smoke_test", fail)
-    with pytest.raises(SmokeTestError, match="no text; restored the previous spec"):
-        plan.smoke_test_or_rollback(DEPLOYMENT, prompt="2+3=")
-    assert target.rolled_back == [DEPLOYMENT]
+    monkeypatch.setattr(postdeploy, "smoke_test", fail)
+    with pytest.raises(SmokeTestError, match="no text"):
+        postdeploy.run_smoke_test(DEPLOYMENT, prompt="2+3=")
+    assert target.rolled_back == []  # the run's exit handler undoes it
 
 
 def test_ctrl_c_during_the_smoke_test_rolls_back(target, monkeypatch):
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(plan, "smoke_test", interrupted)
+    monkeypatch.setattr(postdeploy, "smoke_test", interrupted)
     with pytest.raises(KeyboardInterrupt) as info:
-        plan.smoke_test_or_rollback(DEPLOYMENT, prompt="2+3=")
+        postdeploy.run_smoke_test(DEPLOYMENT, prompt="2+3=")
     assert target.rolled_back == [DEPLOYMENT]
     assert info.value.__notes__ == ["restored the previous spec"]
 
@@ -89,9 +90,9 @@ def test_sigterm_during_the_smoke_test_rolls_back(target, monkeypatch, sigterm_n
         time.sleep(2)
         return {"completion": "5", "chat": "five"}
 
-    monkeypatch.setattr(plan, "smoke_test", cancelled)
+    monkeypatch.setattr(postdeploy, "smoke_test", cancelled)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
-        plan.smoke_test_or_rollback(DEPLOYMENT, prompt="2+3=")
+        postdeploy.run_smoke_test(DEPLOYMENT, prompt="2+3=")
     assert target.rolled_back == [DEPLOYMENT]
     assert not sigterm_noted
 

@@ -75,3 +75,39 @@ def test_candidate_request_keeps_the_hub_id_as_lineage():
         "pipeline_run_id": "run-1",
         "namespace": "team-a",
     }
+
+
+@pytest.mark.parametrize(
+    "explicit, repo_id, registered, name",
+    [
+        ("my-svc", "org/model", None, "my-svc"),  # given: used as is
+        ("", "org/Model_7B.v2", None, "org-model-7b-v2"),
+        ("", "org/model", "team_chat.v1", "team-chat-v1"),  # the registered name wins
+        ("", "7b/model", None, "m-7b-model"),  # DNS-1035 starts with a letter
+    ],
+)
+def test_serving_names_are_one_per_registered_model(explicit, repo_id, registered, name):
+    from modelgate.deploy.spec import DeploySpec
+    from modelgate.naming import serving_name
+
+    got = serving_name(explicit, repo_id=repo_id, registered=registered)
+    assert got == name
+    DeploySpec(name=got, storage_uri="s3://b/k")  # a valid InferenceService name
+
+
+def test_long_serving_names_are_cut_and_stay_apart():
+    from modelgate.naming import SERVING_NAME_MAX, serving_name
+
+    a = serving_name("", repo_id="org/" + "a" * 80 + "-one")
+    b = serving_name("", repo_id="org/" + "a" * 80 + "-two")
+    assert len(a) == len(b) == SERVING_NAME_MAX
+    assert a != b and a[:-6] == b[:-6]
+    # KServe's canary Service name <name>-<canary>-predictor still fits a DNS-1035 label
+    assert len(f"{a}-c123456-predictor") <= 63
+
+
+def test_a_serving_name_needs_something_to_derive_from():
+    from modelgate.naming import serving_name
+
+    with pytest.raises(ConfigError, match="deploy_name"):
+        serving_name("", repo_id="", registered=None)

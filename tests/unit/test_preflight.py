@@ -104,3 +104,29 @@ def test_cluster_checks_ask_the_api_server(monkeypatch):
     text = str(info.value)
     assert "may not update inferenceservices.serving.kserve.io in team-a" in text
     assert "ServingRuntime 'vllm-runtime' does not exist in team-a" in text
+
+
+@pytest.mark.parametrize(
+    "options, fix",
+    [
+        ({"canary_traffic_percent": 10}, "canary"),
+        ({"prefer_registry_uri": True}, "model-registry://"),
+        ({"deployment_mode": "Knative"}, "Standard"),
+        ({"serving_runtime": "my-runtime"}, "serving_runtime"),
+    ],
+)
+def test_what_an_llminferenceservice_cannot_take_is_refused_before_any_model_work(
+    tmp_path, options, fix
+):
+    params = ReleaseParams(
+        model_id="org/m",
+        model_store="s3://models/p",
+        deploy_target="llmisvc",
+        **options,
+    )
+    with pytest.raises(PreflightError) as info:
+        preflight({"deploy": _offline(params, local=False)["deploy"]})
+    assert fix in str(info.value)
+    fine = ReleaseParams(model_id="org/Model", model_store="s3://models/p", deploy_target="llmisvc")
+    (result,) = preflight({"deploy": _offline(fine, local=False)["deploy"]})
+    assert result.detail == "LLMInferenceService org-model"  # the name derived per model

@@ -49,6 +49,7 @@ KEY_OUTPUTS: dict[str, str] = {
     "record evaluation": "Output",
     "deploy": "endpoint",
     "smoke test": "Output",
+    "serving gate": "summary",
     "promote": "Output",
     "stop promotion": "Output",
 }
@@ -69,6 +70,10 @@ PipelineRoot = Annotated[
     ),
 ]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Stream step logs.")]
+KEEP_SERVING_HELP = (
+    "Leave the promoted local vLLM server running as production after the run; a later local "
+    "release gates its candidate beside it and replaces it only if the candidate passes."
+)
 
 
 def _key_value(step: Any) -> Any:
@@ -130,6 +135,23 @@ def print_failures(result: Any) -> None:
         console.print(f"[red]{step.display_name} failed:[/] {reason}", soft_wrap=True)
 
 
+def print_serving(result: Any) -> None:
+    """The serving gate's table (load, metric, measured, bound, verdict), under the gate's.
+
+    Read from the step's ``measurements`` artifact, which it writes also when it fails.
+    """
+    step = result.step("serving gate")
+    if step is None or result.run_dir is None:
+        return
+    path = Path(result.run_dir) / step.task / "measurements"
+    try:
+        outcome = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return
+    if outcome.get("serving") or outcome.get("endpoint"):
+        console.print(Markdown(str(outcome.get("table", ""))))
+
+
 def print_registry(result: Any, registry_url: str) -> None:
     """Where the candidate was registered, its stage, and how to browse the registry."""
     from modelgate.credentials import redact_url
@@ -156,24 +178,45 @@ def print_registry(result: Any, registry_url: str) -> None:
         console.print(f"browse it: {browse_hint(registry_url)}", soft_wrap=True)
 
 
-def _kept_server(result: Any, *, keep: bool) -> dict[str, Any] | None:
-    """The deployment details of the server a finished run leaves serving (``--keep-serving``)."""
-    deploy = result.step("deploy")
-    if not keep or deploy is None or not deploy.outputs.get("deployment"):
+def _kept_server(servers: Path, *, keep: bool) -> dict[str, Any] | None:
+    """The production server this run started, which ``--keep-serving`` leaves running: a
+    deployment-like dict (``name``, ``endpoint``, ``details``: its serving record, ``record``:
+    that record's path), or None.
+
+    Read from the state, not from the steps' outputs: a server the run started (recorded in
+    ``servers``) that the serving records name as production, i.e. one the run promoted.
+    """
+    if not keep:
         return None
-    deployment = json.loads(deploy.outputs["deployment"])
-    return deployment if deployment.get("target") == "local" else None
+    from modelgate.deploy.local import production_path, production_record
+    from modelgate.processes import recorded_servers
+
+    for server in reversed(recorded_servers(servers)):  # newest first
+        name = server.get("name")
+        record = production_record(name) if name else None
+        if record is not None and int(record["pid"]) == int(server["pid"]):
+            return {
+                "name": name,
+                "endpoint": record["endpoint"],
+                "details": record,
+                "record": str(production_path(name)),
+            }
+    return None
 
 
 def _teardown(servers: Path, *, kept: dict[str, Any] | None, interruption: Interruption) -> None:
     """Stop what the run started and still runs: its step processes (after an interrupt) and
     every vLLM server it recorded in ``servers`` or that carries its mark, except ``kept``.
 
+    A stopped server's serving records go with it (a production record pointing at it too).
+    Servers of earlier runs (an earlier ``--keep-serving``) are not the run's: they stay, unless
+    the run's promote replaced them.
+
     A Ctrl-C reached the steps too, so they get some seconds to run their own clean-up (remove
     staging folders, stop a server that was starting) before they are interrupted; after a
     SIGTERM, which reached only this process, they are interrupted at once.
     """
-    from modelgate.deploy.local import stop_server
+    from modelgate.deploy.local import production_record, stop_server
     from modelgate.processes import (
         SERVERS_FILE_ENV,
         marked_processes,
@@ -193,8 +236,15 @@ def _teardown(servers: Path, *, kept: dict[str, Any] | None, interruption: Inter
     for server in recorded_servers(servers):
         if int(server["pgid"]) == kept_group:
             continue
+        production = production_record(server["name"]) if server.get("name") else None
         stop_server(server)
-        console.print(f"stopped local vLLM (pid {server['pid']})")
+        if production is not None and int(production["pid"]) == int(server["pid"]):
+            console.print(
+                f"stopped local vLLM (pid {server['pid']}, production of {server['name']}; "
+                "--keep-serving leaves it serving)"
+            )
+        else:
+            console.print(f"stopped local vLLM (pid {server['pid']})")
     # a server whose step died before recording it still carries the run's mark
     strays = {p.pgid for p in marked_processes(SERVERS_FILE_ENV, str(servers)) if p.sid != session}
     for pgid in sorted(strays - {kept_group}):
@@ -202,7 +252,16 @@ def _teardown(servers: Path, *, kept: dict[str, Any] | None, interruption: Inter
         console.print(f"stopped process group {pgid} the run started")
     servers.unlink(missing_ok=True)
     if kept:
-        console.print(f"vLLM keeps serving at {kept['endpoint']} (pid {kept['details']['pid']})")
+        pid = kept["details"]["pid"]
+        served = f" {kept['name']}" if kept.get("name") else ""
+        console.print(f"vLLM keeps serving{served} at {kept['endpoint']} (pid {pid})")
+        if kept.get("record"):
+            console.print(f"  record: {kept['record']}", soft_wrap=True)
+        console.print(
+            f"  stop it: kill -- -{kept_group} (its process group); a later local release of "
+            "the same name gates its candidate beside it",
+            soft_wrap=True,
+        )
 
 
 def with_local_store(params: Any, pipeline_root: Path) -> Any:
@@ -229,8 +288,9 @@ def run_local(
     pipeline with kfp.local after preflight; returns the exit code.
 
     Whatever way the run ends (success, failure, Ctrl-C, SIGTERM) the servers and step processes
-    it started are stopped (a finished run's server stays with ``keep_serving``); an interrupted
-    run returns 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
+    it started are stopped; with ``keep_serving`` a finished run leaves the server it promoted
+    serving as production (a later local release gates its candidate beside it). An
+    interrupted run returns 128 + the signal number (130 for Ctrl-C, 143 for SIGTERM).
 
     Raises:
         ConfigError: Preflight failed (nothing ran).
@@ -289,11 +349,12 @@ def run_local(
                 log_file=log_file,
                 on_step=on_step,
             )
-            kept = _kept_server(result, keep=keep_serving)
+            kept = _kept_server(servers, keep=keep_serving)
             print_summary(result)
             gate = result.step("quality gate")
             if gate and gate.outputs.get("table"):
                 console.print(Markdown(gate.outputs["table"]))
+            print_serving(result)
             smoke = result.step("smoke test")
             if smoke and smoke.status == "success":
                 console.print(
@@ -333,9 +394,7 @@ def run(
     params: ParamsFile = None,
     pipeline: Pipeline = PipelineName.release,
     pipeline_root: PipelineRoot = None,
-    keep_serving: Annotated[
-        bool, typer.Option(help="Leave the local vLLM server running after the run.")
-    ] = False,
+    keep_serving: Annotated[bool, typer.Option(help=KEEP_SERVING_HELP)] = False,
     verbose: Verbose = False,
     local: Annotated[
         bool, typer.Option("--local", hidden=True, help="Accepted; runs are local anyway.")
@@ -426,7 +485,7 @@ def demo(
         ),
     ] = "",
     pipeline_root: PipelineRoot = None,
-    keep_serving: Annotated[bool, typer.Option(help="Leave vLLM running afterwards.")] = False,
+    keep_serving: Annotated[bool, typer.Option(help=KEEP_SERVING_HELP)] = False,
     verbose: Verbose = False,
 ) -> None:
     """Offline demo: train a tiny model, serve it from a local Hub mirror, release it locally."""

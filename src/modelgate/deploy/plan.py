@@ -8,18 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from modelgate.constants import DEPLOY_TIMEOUT_S, RUNTIME_NAME
-from modelgate.deploy.smoke import smoke_test
 from modelgate.deploy.spec import DeploymentMode, DeploySpec
 from modelgate.deploy.target import Deployment, make_target
-from modelgate.errors import ConfigError, SmokeTestError
+from modelgate.errors import ConfigError
+from modelgate.naming import serving_name
 from modelgate.placement import Placement
-from modelgate.processes import signals_raise
 from modelgate.storage import KSERVE_SCHEMES, STORE_SCHEMES, scheme_of
 from modelgate.validation import validated
 
 logger = logging.getLogger(__name__)
 
 REGISTRY_SCHEME = "model-registry"
+#: The targets ``modelgate render`` prints an object for.
+RENDER_TARGETS = ("kserve", "llmisvc")
 NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -91,6 +92,8 @@ def deploy_model(
     *,
     name: str,
     model_uri: str,
+    model_id: str = "",
+    registered_model_name: str = "",
     target: str = "kserve",
     namespace: str | None = None,
     storage_uri: str | None = None,
@@ -103,13 +106,19 @@ def deploy_model(
     deployment_mode: DeploymentMode = "Standard",
     labels: dict[str, str] | None = None,
     vllm_python: str | None = None,
+    canary_traffic_percent: int = 0,
+    run_id: str | None = None,
     timeout: float = DEPLOY_TIMEOUT_S,
 ) -> Deployment:
-    """Deploy the gated model and wait until it serves (the pipeline's deploy step).
+    """Deploy the gated candidate beside production and wait until it serves (the pipeline's
+    deploy step; see :meth:`~modelgate.deploy.target.DeployTarget.deploy`).
 
     Args:
-        name: InferenceService / served model name (DNS-1035).
+        name: InferenceService / served model name (DNS-1035; empty: one per registered model,
+            :func:`modelgate.naming.serving_name`).
         model_uri: The stored candidate's URI.
+        model_id: Hub id an empty ``name`` is derived from (with ``registered_model_name``).
+        registered_model_name: Registered model name (empty: derived from ``model_id``).
         target: ``kserve`` or ``local``.
         namespace: Namespace of the InferenceService (None: this pod's, else ``default``).
         storage_uri: Override of the URI to serve (see :func:`storage_uri_for`).
@@ -122,6 +131,8 @@ def deploy_model(
         deployment_mode: KServe deployment mode.
         labels: Extra labels of the InferenceService.
         vllm_python: For ``local``: the interpreter with vLLM.
+        canary_traffic_percent: Share of traffic the candidate gets beside production.
+        run_id: The pipeline run, stamped on what is created (for :func:`rollback_run`).
         timeout: Seconds to wait until the deployment serves.
 
     Returns:
@@ -132,7 +143,7 @@ def deploy_model(
         DeployError: The deployment failed or timed out (after restoring what it replaced).
     """
     spec = build_spec(
-        name=name,
+        name=serving_name(name, repo_id=model_id, registered=registered_model_name),
         model_uri=model_uri,
         target=target,
         namespace=namespace or current_namespace() or "default",
@@ -145,6 +156,8 @@ def deploy_model(
         service_account=service_account,
         deployment_mode=deployment_mode,
         labels=labels,
+        canary_traffic_percent=canary_traffic_percent,
+        run_id=run_id,
     )
     logger.info("deploying %s from %s to %s", spec.name, spec.storage_uri, target)
     return make_target(target, vllm_python=vllm_python, startup_timeout=timeout).deploy(spec)
@@ -165,6 +178,8 @@ def build_spec(
     service_account: str | None = None,
     deployment_mode: DeploymentMode = "Standard",
     labels: dict[str, str] | None = None,
+    canary_traffic_percent: int = 0,
+    run_id: str | None = None,
 ) -> DeploySpec:
     """The validated :class:`DeploySpec` of a deployment (the deploy step and ``render``).
 
@@ -189,35 +204,60 @@ def build_spec(
             "service_account": service_account or None,
             "deployment_mode": deployment_mode,
             "labels": labels or {},
+            "canary_traffic_percent": canary_traffic_percent,
+            "run_id": run_id or None,
         },
         what="deployment",
     )
 
 
-def render_spec(params: Any, *, kserve_version: str | None = None) -> DeploySpec:
-    """The KServe :class:`DeploySpec` a run with ``params`` deploys, for ``modelgate render``.
+def render_spec(
+    params: Any, *, kserve_version: str | None = None, target: str = "kserve"
+) -> DeploySpec:
+    """The :class:`DeploySpec` a run with ``params`` deploys, for ``modelgate render``.
 
     Args:
         params: Run parameters (:class:`~modelgate.params.ReleaseParams`); ``storage_uri``
             names the model to serve.
-        kserve_version: The cluster's KServe release; names the deployment mode.
+        kserve_version: The cluster's KServe release; names the deployment mode, and must be
+            0.17 or later for ``llmisvc``.
+        target: ``kserve`` (InferenceService) or ``llmisvc`` (LLMInferenceService).
 
     Raises:
-        ConfigError: No ``storage_uri``, or a bad option.
+        ConfigError: No ``storage_uri``, a target that renders no cluster object, a KServe
+            release without LLMInferenceService, or a bad option.
     """
     from modelgate.deploy.spec import deployment_mode_for
     from modelgate.placement import placement_from_options
 
-    if not params.storage_uri:
+    if target not in RENDER_TARGETS:
         raise ConfigError(
-            "give --storage-uri: the stored model to serve (s3://, pvc://, oci://, hf:// or "
-            "model-registry://)"
+            f"render prints a cluster object: choose target {' or '.join(RENDER_TARGETS)}, "
+            f"not {target!r}"
+        )
+    if target == "llmisvc" and kserve_version:
+        from modelgate.deploy.llmisvc import FIRST_RELEASE, kserve_release_supported
+
+        if not kserve_release_supported(kserve_version):
+            raise ConfigError(
+                f"KServe {kserve_version} has no LLMInferenceService v1alpha2 (it came with "
+                f"{'.'.join(map(str, FIRST_RELEASE))}): upgrade KServe, or render --target kserve"
+            )
+    if not params.storage_uri:
+        schemes = "s3://, pvc://, oci:// or hf://"
+        raise ConfigError(
+            f"give --storage-uri: the stored model to serve ({schemes}"
+            + (" or model-registry://)" if target == "kserve" else ")")
         )
     mode = deployment_mode_for(kserve_version) if kserve_version else params.deployment_mode
     return build_spec(
-        name=params.deploy_name,
+        name=serving_name(
+            params.deploy_name,
+            repo_id=getattr(params, "model_id", ""),
+            registered=params.registered_model_name,
+        ),
         model_uri=params.storage_uri,
-        target="kserve",
+        target=target,
         namespace=params.namespace or "default",
         storage_uri=params.storage_uri,
         runtime=params.serving_runtime,
@@ -233,32 +273,4 @@ def render_spec(params: Any, *, kserve_version: str | None = None) -> DeploySpec
     )
 
 
-def smoke_test_or_rollback(deployment: Deployment, *, prompt: str) -> str:
-    """Smoke-test ``deployment``; on failure roll it back, then raise.
-
-    Anything that stops the smoke test (an error, Ctrl-C, SIGTERM from a KFP cancel) rolls the
-    unverified deployment back before it propagates.
-
-    Returns:
-        The completion text.
-
-    Raises:
-        SmokeTestError: A call failed or returned no text; the message says what the rollback
-            did.
-        KeyboardInterrupt: Ctrl-C or SIGTERM (after the rollback).
-    """
-    with signals_raise():  # SIGTERM unwinds into the rollback, like Ctrl-C
-        try:
-            return smoke_test(deployment.endpoint, model=deployment.model, prompt=prompt)[
-                "completion"
-            ]
-        except BaseException as e:
-            done = make_target(deployment.target).rollback(deployment)
-            logger.error("smoke test failed (%s); %s", type(e).__name__, done)
-            if isinstance(e, SmokeTestError):
-                raise SmokeTestError(f"{e}; {done}") from e
-            e.add_note(done)
-            raise
-
-
-__all__ = ["current_namespace", "deploy_model", "smoke_test_or_rollback", "storage_uri_for"]
+__all__ = ["current_namespace", "deploy_model", "storage_uri_for"]

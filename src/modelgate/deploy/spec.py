@@ -57,6 +57,12 @@ class DeploySpec(BaseModel):
     deployment_mode: DeploymentMode = "Standard"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    #: The pipeline run deploying it; stamped on what it creates, so that run's rollback step
+    #: (:meth:`~modelgate.deploy.target.DeployTarget.rollback_run`) finds exactly that.
+    run_id: str | None = None
+    #: Share of requests the candidate gets while it is gated beside production (0: a dark
+    #: launch, reached only through the candidate's own address).
+    canary_traffic_percent: int = Field(default=0, ge=0, le=100)
 
     @field_validator("name")
     @classmethod

@@ -8,8 +8,8 @@ from typing import Any, Literal, Protocol
 from modelgate.deploy.spec import DeploySpec
 from modelgate.errors import ConfigError
 
-DeployTargetName = Literal["kserve", "local"]
-TARGETS: tuple[DeployTargetName, ...] = ("kserve", "local")
+DeployTargetName = Literal["kserve", "llmisvc", "local"]
+TARGETS: tuple[DeployTargetName, ...] = ("kserve", "llmisvc", "local")
 
 
 @dataclass
@@ -33,7 +33,21 @@ class DeployTarget(Protocol):
         ...
 
     def deploy(self, spec: DeploySpec) -> Deployment:
-        """Create or update the deployment of ``spec.storage_uri`` and wait until it serves."""
+        """Serve ``spec.storage_uri`` as the *candidate* and wait until it serves.
+
+        Production, when there is one, keeps serving: the candidate runs beside it (a KServe
+        canary predictor, a second local server) and :attr:`Deployment.endpoint` reaches the
+        candidate only, so the post-deploy gates measure it and nothing else. Without
+        production the candidate is the only deployment.
+        """
+        ...
+
+    def promote(self, deployment: Deployment) -> str:
+        """Make the gated candidate production and wait until only it serves.
+
+        Returns:
+            One line saying what changed, for the console.
+        """
         ...
 
     def teardown(self, deployment: Deployment) -> None:
@@ -42,6 +56,19 @@ class DeployTarget(Protocol):
 
     def rollback(self, deployment: Deployment) -> str:
         """Undo ``deployment`` after a failed check: restore what it replaced, or remove it."""
+        ...
+
+    def rollback_run(self, name: str, namespace: str | None, run_id: str) -> str:
+        """Undo whatever run ``run_id`` deployed under ``name`` and did not promote.
+
+        The pipeline's rollback step (an exit handler: it runs after a failure, a cancel or a
+        success) knows only the run, not the deployment, so this reads the state: a candidate
+        stamped with ``run_id`` that is not production is removed and production left serving;
+        anything else is left alone. Idempotent.
+
+        Returns:
+            One line saying what was undone, or that there was nothing to undo.
+        """
         ...
 
 
@@ -57,6 +84,10 @@ def make_target(
         from modelgate.deploy.kserve import KServeTarget
 
         return KServeTarget(timeout=startup_timeout)
+    if name == "llmisvc":
+        from modelgate.deploy.llmisvc import LLMInferenceServiceTarget
+
+        return LLMInferenceServiceTarget(timeout=startup_timeout)
     if name == "local":
         from modelgate.deploy.local import LocalVLLMTarget
 
