@@ -27,80 +27,27 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import requests
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from modelgate.processes import free_port, stop_process_group  # noqa: E402
-from modelgate.retry import wait_until  # noqa: E402
+from modelgate.testing.servers import MOCK_MODEL, guidellm_mock_server, vllm_serving  # noqa: E402
 from modelgate.testing.tiny_model import build_tiny_model  # noqa: E402
 
 TARGET_OVERHEAD_S = 10.0
 
 
 @contextlib.contextmanager
-def mock_server(log_dir: Path) -> Iterator[tuple[str, str]]:
+def mock_server(work: Path) -> Iterator[tuple[str, str]]:
     """GuideLLM's mock OpenAI server on a free loopback port: (endpoint, model)."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (log_dir / "mock.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "guidellm",
-                "mock-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--model",
-                "tiny",
-                "--ttft-ms",
-                "50",
-                "--itl-ms",
-                "5",
-            ],  # fmt: skip
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            start_new_session=True,
-        )
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError("mock server exited; see " + str(log_dir / "mock.log"))
-        try:
-            return requests.get(f"{url}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, timeout=120, interval=0.3, what="mock server")
-        yield url, "tiny"
-    finally:
-        stop_process_group(proc.pid)
+    with guidellm_mock_server(work) as url:
+        yield url, MOCK_MODEL
 
 
 @contextlib.contextmanager
 def vllm_server(model_dir: Path, python: str, work: Path) -> Iterator[tuple[str, str]]:
     """vLLM (CPU) serving the tiny model through the local deploy target."""
-    from modelgate.deploy import DeploySpec
-    from modelgate.deploy.local import LocalVLLMTarget
-    from modelgate.storage import FileStore
-
-    store = FileStore(work / "store")
-    with store.writer("tiny") as folder:
-        shutil.copytree(model_dir, folder, dirs_exist_ok=True)
-    target = LocalVLLMTarget(python=python, log_dir=str(work / "vllm"))
-    deployment = target.deploy(
-        DeploySpec(name="tiny", storage_uri=store.uri("tiny"), max_model_len=128)
-    )
-    try:
+    with vllm_serving(model_dir, python=python, work=work) as deployment:
         yield deployment.endpoint, deployment.model
-    finally:
-        target.teardown(deployment)
 
 
 def time_slo(
@@ -146,7 +93,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2.0)
     args = parser.parse_args()
     tokenizer = build_tiny_model(REPO / ".cache" / "test-models" / "tiny-llama").path
-    servers = {"mock": lambda work: mock_server(work)}
+    servers = {"mock": mock_server}
     python = os.environ.get("MODELGATE_VLLM_PYTHON")
     if python:
         servers["vllm"] = lambda work: vllm_server(tokenizer, python, work)

@@ -14,6 +14,7 @@ from modelgate.pipelines.stages import (
     gate_and_promote,
     production_lookup,
     rollback_on_exit,
+    same_named,
 )
 
 from modelgate.params import RedeployParams, param_default
@@ -117,23 +118,9 @@ def build_redeploy(placement: Placement):
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
         # the exit handler undoes whatever this run deployed and did not promote
         with dsl.ExitHandler(rollback_on_exit(p, placement), name="redeploy"):
-            check = preflight_redeploy(
-                registered_model_name=registered_model_name,
-                model_version=model_version,
-                registry_url=registry_url,
-                eval_tasks=eval_tasks,
-                eval_task_dir=eval_task_dir,
-                eval_backend=eval_backend,
-                thresholds=thresholds,
-                deploy_target=deploy_target,
-                deploy_name=deploy_name,
-                namespace=namespace,
-                serving_runtime=serving_runtime,
-                deployment_mode=deployment_mode,
-                storage_uri=storage_uri,
-                prefer_registry_uri=prefer_registry_uri,
-                canary_traffic_percent=canary_traffic_percent,
-            ).set_display_name("preflight")
+            check = preflight_redeploy(**same_named(p, preflight_redeploy)).set_display_name(
+                "preflight"
+            )
             no_cache(place(check, "gate", placement))
             use_hf_token(check, hf_token_secret)
             use_store_secret(check, model_store_secret)

@@ -29,6 +29,7 @@ from modelgate.pipelines.stages import (
     gpu,
     production_lookup,
     rollback_on_exit,
+    same_named,
 )
 
 from modelgate.params import param_default
@@ -144,29 +145,9 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
         # the exit handler undoes whatever this run deployed and did not promote
         with dsl.ExitHandler(rollback_on_exit(p, placement), name="release"):
-            check = preflight_release(
-                model_id=model_id,
-                model_store=model_store,
-                revision=revision,
-                allow_pickle=allow_pickle,
-                allow_remote_code=allow_remote_code,
-                quant_scheme=quant_scheme,
-                calibration_data=calibration_data,
-                eval_tasks=eval_tasks,
-                eval_task_dir=eval_task_dir,
-                eval_backend=eval_backend,
-                thresholds=thresholds,
-                registry_url=registry_url,
-                deploy_target=deploy_target,
-                deploy_name=deploy_name,
-                namespace=namespace,
-                serving_runtime=serving_runtime,
-                deployment_mode=deployment_mode,
-                storage_uri=storage_uri,
-                prefer_registry_uri=prefer_registry_uri,
-                canary_traffic_percent=canary_traffic_percent,
-                hf_endpoint=hf_endpoint,
-            ).set_display_name("preflight")
+            check = preflight_release(**same_named(p, preflight_release)).set_display_name(
+                "preflight"
+            )
             no_cache(place(check, "gate", placement))
             use_hf_token(check, hf_token_secret)
             use_store_secret(check, model_store_secret)

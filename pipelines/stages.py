@@ -36,6 +36,13 @@ from modelgate.placement import Placement
 Params = dict[str, Any]
 
 
+def same_named(p: Params, component: Any) -> dict[str, Any]:
+    """The run parameters ``component`` takes under their own names (e.g. every input of the
+    preflight components), so a new parameter is wired by declaring it, not by listing it."""
+    inputs = component.component_spec.inputs or {}
+    return {name: p[name] for name in inputs if name in p}
+
+
 def gpu(p: Params) -> dict[str, Any]:
     """The GPU settings of GPU steps and the predictor."""
     return {

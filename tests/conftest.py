@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from modelgate.deploy import Deployment
     from modelgate.testing.hub_mirror import PublishedModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,53 +139,59 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     return s3_server
 
 
+@pytest.fixture
+def no_registry_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No registry URL or token from this process's environment (registry tests name their
+    registry themselves): ``pytestmark = pytest.mark.usefixtures("no_registry_env")``."""
+    for name in ("MODEL_REGISTRY_URL", "MODEL_REGISTRY_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The backoff's delays (:mod:`modelgate.retry`), recorded instead of slept."""
+    import time
+    from types import SimpleNamespace
+
+    slept: list[float] = []
+    monkeypatch.setattr(
+        "modelgate.retry.time", SimpleNamespace(sleep=slept.append, monotonic=time.monotonic)
+    )
+    return slept
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real ``mlflow server`` (SQLite backend) on a free loopback port; yields its URL."""
-    import subprocess
     import sys
 
-    import requests
-
-    from modelgate.processes import free_port, stop_process_group
-    from modelgate.retry import wait_until
+    from modelgate.processes import free_port
+    from modelgate.testing.servers import http_server
 
     root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     mlflow = Path(sys.executable).parent / "mlflow"
-    log = (root / "server.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{root / 'mlflow.db'}",
-            "--default-artifact-root",
-            (root / "artifacts").as_uri(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited: {(root / 'server.log').read_text()[-2000:]}")
-        try:
-            return requests.get(f"{url}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, timeout=120, interval=0.3, what="mlflow server /health")
+    args = [
+        str(mlflow), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        "--default-artifact-root", (root / "artifacts").as_uri(),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with http_server(args, url=url, log_path=root / "server.log", what="mlflow server"):
         yield url
-    finally:
-        stop_process_group(proc.pid)
-        log.close()
+
+
+@pytest.fixture(scope="module")
+def served_tiny_model(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Deployment]:
+    """vLLM (``.venv-vllm``, CPU) serving the tiny model through the local deploy target, once
+    per test module; skipped without a vLLM runtime."""
+    from modelgate.processes import pid_alive
+    from modelgate.testing.servers import vllm_serving
+    from tests.e2e.helpers import vllm_python
+
+    python, work = vllm_python(), tmp_path_factory.mktemp("vllm")
+    with vllm_serving(tiny_model_dir, python=python, work=work) as deployment:
+        yield deployment
+    assert not pid_alive(deployment.details["pid"])

@@ -74,11 +74,14 @@ def serving_gate(
 
     configure_logging()
     out_dir = os.path.dirname(measurements.path) or "."
-    hardware, count = hardware_of(accelerator_type, accelerator_count, node_selector)
+    candidate = Deployment(**json.loads(deployment))
+    hardware, count = hardware_of(
+        accelerator_type, accelerator_count, node_selector, target=candidate.target
+    )
     work = os.path.join(out_dir, "serving-gate")
     try:
         outcome = serving_gate_step(
-            deployment=Deployment(**json.loads(deployment)),
+            deployment=candidate,
             gate_config=thresholds,
             model_uri=model_uri,
             out_dir=work,

@@ -239,13 +239,17 @@ GPU_PRODUCT_LABELS = ("nvidia.com/gpu.product", "amd.com/gpu.product-name")
 
 
 def hardware_of(
-    accelerator_type: str, accelerator_count: str | int, node_selector: dict[str, str] | None
+    accelerator_type: str,
+    accelerator_count: str | int,
+    node_selector: dict[str, str] | None,
+    *,
+    target: str = "kserve",
 ) -> tuple[str, int]:
     """What the candidate ran on, for the registry's ``hardware_type``/``hardware_count``:
     the GPU model the node selector pins (the catalog names models, e.g. ``H100``), else the
-    GPU resource name; ``cpu`` without GPUs."""
+    GPU resource name; ``cpu`` without GPUs and for the local target (vLLM's CPU build)."""
     count = int(accelerator_count or 0)
-    if count <= 0:
+    if count <= 0 or target == "local":
         return "cpu", 0
     for label in GPU_PRODUCT_LABELS:
         if (node_selector or {}).get(label):

@@ -54,7 +54,6 @@ import json
 import logging
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -575,8 +574,9 @@ class ServingGateResult:
         return "\n".join(lines) + "\n"
 
     def registry_properties(self) -> dict[str, float]:
-        """``latency_ttft_p95_ms``, ``latency_itl_p95_ms`` and ``throughput_output_tps`` (the
-        Kubeflow Hub catalog's names) of the benchmark with the highest output throughput;
+        """``latency_ttft_p95_ms``, ``latency_itl_p95_ms`` and ``throughput_output_tps`` of the
+        benchmark with the highest output throughput (the registry stores them under the
+        Kubeflow Hub catalog's names, :data:`modelgate.registry.base.SERVING_ALIASES`);
         values that were not measured are left out. The caller adds ``hardware_type`` and
         ``hardware_count``."""
         if not self.measurements:
@@ -801,29 +801,12 @@ def has_tokenizer(folder: str | os.PathLike[str]) -> bool:
     return any(Path(folder, name).is_file() for name in TOKENIZER_MARKERS)
 
 
-def _copy_tokenizer_files(folder: Path, dest: Path, *, source: str) -> Path:
-    names = sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and is_tokenizer_file(p.relative_to(folder).as_posix())
-    )
-    if not any(n in TOKENIZER_MARKERS for n in names):
-        raise StorageError(
-            f"{source} holds no tokenizer ({' or '.join(TOKENIZER_MARKERS)}): the serving gate "
-            "sizes its prompts with the model's tokenizer"
-        )
-    for name in names:
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / name, dest / name)
-    return dest
-
-
 def fetch_tokenizer(model_uri: str, dest: Path) -> Path:
     """Only the tokenizer and config files of a stored model, in ``dest`` (created).
 
     ``model_uri`` is a store URI (``s3://…``, ``file://…``; read through
-    :mod:`modelgate.storage`, only files its marker lists) or a local model folder. Fetched:
-    ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``,
+    :func:`modelgate.storage.fetch_files`, only files its marker lists) or a local model folder.
+    Fetched: ``tokenizer.json``, ``tokenizer_config.json``, ``special_tokens_map.json``,
     ``added_tokens.json``, vocab/merges and sentencepiece/tiktoken files, ``config.json``,
     ``generation_config.json`` and chat templates (:data:`TOKENIZER_FILES`): kilobytes to a few
     MB, never the weights.
@@ -837,35 +820,22 @@ def fetch_tokenizer(model_uri: str, dest: Path) -> Path:
     """
     from modelgate import storage
 
-    dest.mkdir(parents=True, exist_ok=True)
-    scheme = storage.scheme_of(model_uri)
-    if scheme == "":
-        folder = Path(model_uri)
-        if not folder.is_dir():
-            raise ConfigError(f"model folder {model_uri!r} does not exist or is not a folder")
-        return _copy_tokenizer_files(folder, dest, source=model_uri)
-    if scheme == "file":
-        return _copy_tokenizer_files(storage.fetch(model_uri), dest, source=model_uri)
-    if scheme != "s3":
+    if storage.scheme_of(model_uri) not in ("", *storage.STORE_SCHEMES):
         raise ConfigError(
             f"cannot fetch a tokenizer from {model_uri!r}: expected an s3:// or file:// store "
             "URI or a local folder"
         )
-    # the store's S3 reader, for the listed tokenizer files only (storage.fetch reads them all)
-    client = storage.s3_client()
-    bucket, prefix, marker = storage._s3_folder_marker(client, model_uri)
-    wanted = [f for f in marker.files if is_tokenizer_file(f.path)]
-    if not any(f.path in TOKENIZER_MARKERS for f in wanted):
+    if storage.scheme_of(model_uri) == "" and not Path(model_uri).is_dir():
+        raise ConfigError(f"model folder {model_uri!r} does not exist or is not a folder")
+    fetched = storage.fetch_files(model_uri, is_tokenizer_file, dest)
+    if not any(f.path in TOKENIZER_MARKERS for f in fetched):
+        for f in fetched:
+            (dest / f.path).unlink(missing_ok=True)
         raise StorageError(
             f"{model_uri} holds no tokenizer ({' or '.join(TOKENIZER_MARKERS)}): the serving "
             "gate sizes its prompts with the model's tokenizer"
         )
-    with storage._s3_errors(action=f"downloading the tokenizer of {model_uri}", bucket=bucket):
-        for f in wanted:
-            (dest / f.path).parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, f"{prefix}/{f.path}", str(dest / f.path))
-    storage.verify(dest, wanted, uri=model_uri)
-    logger.info("fetched the tokenizer of %s (%d files)", model_uri, len(wanted))
+    logger.info("fetched the tokenizer of %s (%d files)", model_uri, len(fetched))
     return dest
 
 

@@ -74,7 +74,7 @@ import socket
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -856,17 +856,26 @@ def fetch(uri: str, *, dest: Path | None = None) -> Path:
     started = time.monotonic()
     made = dest is None or not dest.exists()
     target = dest or _scratch("fetch")
-    written: list[Path] = []
-    try:
+    with _filling(target, made=made) as written:
+        _download(client, bucket, data, marker.files, target, uri=uri, written=written)
         with _s3_errors(action=f"downloading {uri}", bucket=bucket):
-            for f in marker.files:
-                path = target / f.path
-                path.parent.mkdir(parents=True, exist_ok=True)
-                written.append(path)
-                client.download_file(bucket, f"{data}/{f.path}", str(path))
             written.append(target / MARKER)
             (target / MARKER).write_text(marker.local_text())
         verify(target, marker.files, uri=uri)
+    logger.info(
+        "fetched %s (%d files) in %.1fs", uri, len(marker.files), time.monotonic() - started
+    )
+    return target
+
+
+@contextlib.contextmanager
+def _filling(target: Path, *, made: bool) -> Iterator[list[Path]]:
+    """Files written into ``target`` in a block (the caller appends each before writing it);
+    if the block fails, nothing is left behind: ``target`` is removed when ``made`` (this fetch
+    made it), else the files written are."""
+    written: list[Path] = []
+    try:
+        yield written
     except BaseException:
         if made:
             shutil.rmtree(target, ignore_errors=True)
@@ -874,10 +883,109 @@ def fetch(uri: str, *, dest: Path | None = None) -> Path:
             for path in written:
                 path.unlink(missing_ok=True)
         raise
-    logger.info(
-        "fetched %s (%d files) in %.1fs", uri, len(marker.files), time.monotonic() - started
-    )
-    return target
+
+
+def _download(
+    client: Any,
+    bucket: str,
+    data: str,
+    files: list[StoredFile],
+    target: Path,
+    *,
+    uri: str,
+    written: list[Path],
+) -> None:
+    """Download ``files`` of the stored folder ``uri``, whose objects are under
+    ``s3://bucket/data``, into ``target``; each path goes into ``written`` first."""
+    with _s3_errors(action=f"downloading {uri}", bucket=bucket):
+        for f in files:
+            path = target / f.path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            written.append(path)
+            client.download_file(bucket, f"{data}/{f.path}", str(path))
+
+
+def fetch_files(
+    uri: str, names: Callable[[str], bool] | Iterable[str], dest: Path
+) -> list[StoredFile]:
+    """Some files of a stored folder, copied byte for byte into ``dest`` (created): those whose
+    ``/``-separated path in the folder ``names`` accepts (a predicate), or those it names.
+
+    For when :func:`fetch` would read too much (a model's tokenizer, not its weights) and
+    :func:`read_file` too little (it returns text). ``uri`` is a stored folder, ``s3://…`` or
+    ``file://…``, of which only files its marker lists are read (a folder without a marker is
+    incomplete); or a local folder (a bare path, e.g. a model snapshot), whose files are taken
+    as they are. Each copy is checked against the listed size, as :func:`fetch` checks. A failed
+    fetch leaves nothing behind (``dest`` is removed if this call made it, else the files it
+    wrote are).
+
+    Returns:
+        The files copied (none when nothing matched), in the order of the folder's listing.
+
+    Raises:
+        ConfigError: Another scheme, or a local path that is not a folder.
+        StorageError: The stored folder is incomplete (no marker) or its marker lists an unsafe
+            path, a file named in ``names`` is not in the folder, or a file could not be read,
+            downloaded or written.
+    """
+    scheme = scheme_of(uri)
+    if scheme not in ("", *STORE_SCHEMES):
+        raise ConfigError(
+            f"cannot fetch files of {uri!r}: expected an s3:// or file:// URI or a local folder"
+        )
+    client: Any = None
+    bucket = data = ""
+    folder = Path()
+    if scheme == "s3":
+        client = s3_client()
+        bucket, data, marker = _s3_folder_marker(client, uri)
+        listed = marker.files
+    elif scheme == "file":
+        folder = _file_path(uri)
+        listed = _file_marker(folder, uri=uri).files
+    else:
+        folder = Path(uri)
+        if not folder.is_dir():
+            raise ConfigError(f"{uri!r} does not exist or is not a folder")
+        listed = _local_files(folder, uri=uri)
+    if callable(names):
+        wanted = [f for f in listed if names(f.path)]
+    else:
+        chosen = {names} if isinstance(names, str) else set(names)
+        missing = sorted(chosen - {f.path for f in listed})
+        if missing:
+            raise StorageError(f"{uri} has no file {missing[0]!r} (it does not list it)")
+        wanted = [f for f in listed if f.path in chosen]
+    made = not dest.exists()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"cannot make {dest} for files of {uri}: {e}") from e
+    with _filling(dest, made=made) as written:
+        if scheme == "s3":
+            _download(client, bucket, data, wanted, dest, uri=uri, written=written)
+        else:
+            try:
+                for f in wanted:
+                    (dest / f.path).parent.mkdir(parents=True, exist_ok=True)
+                    written.append(dest / f.path)
+                    shutil.copyfile(folder / f.path, dest / f.path)
+            except OSError as e:
+                raise StorageError(f"cannot copy files of {uri}: {e}") from e
+        verify(dest, wanted, uri=uri)
+    return wanted
+
+
+def _local_files(folder: Path, *, uri: str) -> list[StoredFile]:
+    """The files of a plain local folder (no marker), as a marker would list them."""
+    try:
+        return [
+            StoredFile(p.relative_to(folder).as_posix(), p.stat().st_size)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+    except OSError as e:
+        raise StorageError(f"cannot list {uri}: {e}") from e
 
 
 @contextlib.contextmanager

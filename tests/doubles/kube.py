@@ -903,19 +903,24 @@ class KServeController:
 
     # -- one step -------------------------------------------------------------------------------
 
+    def _step(self, namespace: str, name: str, generation: int) -> bool:
+        """One poll of ``namespace/name``: the clock ticks; whether the reconciler acts on
+        ``generation`` yet (``reconcile_delay`` polls after it was first seen)."""
+        self.tick += 1
+        key = (namespace, name)
+        pending, since = self._pending.get(key, (0, 0))
+        if pending != generation:
+            since = self.tick
+            self._pending[key] = (generation, since)
+        return self.tick - since >= self.reconcile_delay
+
     def __call__(self, api: FakeCustomObjectsApi, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         mode = (meta.get("annotations") or {}).get(DEPLOYMENT_MODE_ANNOTATION, "Standard")
         if mode not in _MODES:
             raise AssertionError(f"KServeController simulates {_MODES}, not {mode!r}")
-        self.tick += 1
-        key = (namespace, name)
-        generation, since = self._pending.get(key, (0, 0))
-        if generation != meta["generation"]:
-            generation, since = meta["generation"], self.tick
-            self._pending[key] = (generation, since)
-        kserve_runs = self.tick - since >= self.reconcile_delay
+        kserve_runs = self._step(namespace, name, meta["generation"])
         stable_name = predictor_deployment(name, obj["spec"]["predictor"].get("name"))
 
         def kserve() -> None:
@@ -1473,15 +1478,31 @@ class KServeController:
         stable: str | None = None,
     ) -> RolloutSnapshot:
         stable = stable or predictor_deployment(name)
-        dep = self.apps.stored(namespace, stable) or {
+        return self.deployment_snapshot(
+            namespace,
+            stable,
+            (api.stored(namespace, name) or {}).get("status") or {},
+            deployment=stable,
+            canaries={
+                d["metadata"]["name"]: self.serving(namespace, d["metadata"]["name"])
+                for d in self.deployments_of(namespace, name)
+                if d["metadata"]["name"] != stable
+            },
+        )
+
+    def deployment_snapshot(
+        self, namespace: str, dep_name: str, status: Mapping[str, Any], **extra: Any
+    ) -> RolloutSnapshot:
+        """Deployment ``dep_name`` and the ``status`` of the object it serves, now (``extra``:
+        more :class:`RolloutSnapshot` fields)."""
+        dep = self.apps.stored(namespace, dep_name) or {
             "metadata": {"generation": 0},
             "spec": {"replicas": self.replicas, "template": {"metadata": {}}},
             "status": {},
         }
         dstatus = dep.get("status") or {}
         dconds = {c["type"]: c for c in dstatus.get("conditions") or []}
-        isvc = (api.stored(namespace, name) or {}).get("status") or {}
-        iconds = {c["type"]: c for c in isvc.get("conditions") or []}
+        conds = {c["type"]: c for c in status.get("conditions") or []}
         template_annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
 
         def describe(c: Mapping[str, Any] | None) -> str:
@@ -1498,15 +1519,10 @@ class KServeController:
             available=dstatus.get("availableReplicas", 0),
             progressing=describe(dconds.get("Progressing")),
             available_condition=describe(dconds.get("Available")),
-            isvc_ready=(iconds.get("Ready") or {}).get("status", "-"),
-            isvc_observed_generation=isvc.get("observedGeneration"),
-            serving=self.serving(namespace, stable),
-            deployment=stable,
-            canaries={
-                d["metadata"]["name"]: self.serving(namespace, d["metadata"]["name"])
-                for d in self.deployments_of(namespace, name)
-                if d["metadata"]["name"] != stable
-            },
+            isvc_ready=(conds.get("Ready") or {}).get("status", "-"),
+            isvc_observed_generation=status.get("observedGeneration"),
+            serving=self.serving(namespace, dep_name),
+            **extra,
         )
 
 

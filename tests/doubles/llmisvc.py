@@ -46,7 +46,6 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from modelgate.deploy.kserve import ROLLOUT_ANNOTATION
 from tests.doubles.kube import (
     FakeAppsV1Api,
     FakeCustomObjectsApi,
@@ -138,29 +137,13 @@ class LLMISVCController(KServeController):
         for _ in range(polls):
             api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
-    def settle(
-        self, api: FakeCustomObjectsApi, namespace: str, name: str, max_polls: int = 100
-    ) -> RolloutSnapshot:
-        for _ in range(max_polls):
-            self.run(api, namespace, name, 1)
-            last = self.history[-1]
-            if last.rolled_out and last.isvc_ready == "True":
-                return last
-        raise AssertionError(f"{namespace}/{name} did not settle: {self.history[-1]}")
-
     # -- one step -------------------------------------------------------------------------------
 
     def __call__(self, api: FakeCustomObjectsApi, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        self.tick += 1
+        reconciles = self._step(namespace, name, meta["generation"])
         dep = self.apps.stored(namespace, workload(name))
-        key = (namespace, name)
-        generation, since = self._pending.get(key, (0, 0))
-        if generation != meta["generation"]:
-            generation, since = meta["generation"], self.tick
-            self._pending[key] = (generation, since)
-        reconciles = self.tick - since >= self.reconcile_delay
 
         def reconcile(dep: dict[str, Any] | None) -> dict[str, Any] | None:
             if not reconciles:
@@ -356,42 +339,8 @@ class LLMISVCController(KServeController):
         return result or ("False", "Progressing", "")
 
     def _snapshot(self, api: FakeCustomObjectsApi, namespace: str, name: str) -> RolloutSnapshot:
-        dep = self.apps.stored(namespace, workload(name)) or {
-            "metadata": {"generation": 0},
-            "spec": {"replicas": self.replicas, "template": {"metadata": {}}},
-            "status": {},
-        }
-        dstatus = dep.get("status") or {}
-        dconds = {c["type"]: c for c in dstatus.get("conditions") or []}
         status = (api.stored(namespace, name, PLURAL) or {}).get("status") or {}
-        conds = {c["type"]: c for c in status.get("conditions") or []}
-        serving = tuple(
-            rs.stamp
-            for rs in self.replica_sets.get((namespace, workload(name)), {}).values()
-            for p in rs.pods
-            if p.available and not p.terminating
-        )
-
-        def describe(c: Mapping[str, Any] | None) -> str:
-            return f"{c['status']} {c.get('reason', '')}".strip() if c else "-"
-
-        return RolloutSnapshot(
-            tick=self.tick,
-            stamp=(dep["spec"]["template"]["metadata"].get("annotations") or {}).get(
-                ROLLOUT_ANNOTATION
-            ),
-            generation=dep["metadata"]["generation"],
-            observed_generation=dstatus.get("observedGeneration", 0),
-            desired=dep["spec"].get("replicas", 1),
-            replicas=dstatus.get("replicas", 0),
-            updated=dstatus.get("updatedReplicas", 0),
-            available=dstatus.get("availableReplicas", 0),
-            progressing=describe(dconds.get("Progressing")),
-            available_condition=describe(dconds.get("Available")),
-            isvc_ready=(conds.get("Ready") or {}).get("status", "-"),
-            isvc_observed_generation=status.get("observedGeneration"),
-            serving=serving,
-        )
+        return self.deployment_snapshot(namespace, workload(name), status)
 
 
 def llmisvc_cluster(

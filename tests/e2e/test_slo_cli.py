@@ -4,29 +4,19 @@ tiny model, the way users run it (a fresh ``modelgate`` process)."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
-from modelgate.deploy import DeploySpec
-from modelgate.deploy.local import LocalVLLMTarget
-from modelgate.processes import free_port, pid_alive, stop_process_group
-from modelgate.retry import wait_until
-from modelgate.storage import FileStore
-from tests.e2e.helpers import run_cli, vllm_python
+from modelgate.processes import free_port
+from modelgate.testing.servers import MOCK_ITL_MS, MOCK_TTFT_MS, guidellm_mock_server
+from tests.e2e.helpers import run_cli
 
 pytestmark = pytest.mark.e2e
 
-#: GuideLLM's mock server waits this long before the first token and between tokens.
-MOCK_TTFT_MS, MOCK_ITL_MS = 50, 5
 LOAD = "load: {profile: constant, rate: 2, duration_s: 3, prompt_tokens: 32, output_tokens: 16}"
 
 
@@ -47,46 +37,8 @@ LOOSE = """\
 @pytest.fixture(scope="module")
 def mock_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``guidellm mock-server`` serving model ``tiny`` on a free loopback port."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("mock") / "mock.log"
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "guidellm",
-                "mock-server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--model",
-                "tiny",
-                "--ttft-ms",
-                str(MOCK_TTFT_MS),
-                "--itl-ms",
-                str(MOCK_ITL_MS),
-            ],  # fmt: skip
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            start_new_session=True,
-        )
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mock server exited: {log_path.read_text()[-2000:]}")
-        try:
-            return requests.get(f"{url}/health", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, timeout=120, interval=0.3, what="guidellm mock-server /health")
+    with guidellm_mock_server(tmp_path_factory.mktemp("mock")) as url:
         yield url
-    finally:
-        stop_process_group(proc.pid)
 
 
 def _measured(stdout: str, label: str) -> float:
@@ -141,27 +93,12 @@ def test_a_dead_endpoint_exits_2_within_seconds(tmp_path):
     assert f"{url}/v1/models did not answer" in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def served(tiny_model_dir, tmp_path_factory):
-    """vLLM (CPU) serving the tiny model, as tests/e2e/test_serving_eval.py starts it."""
-    store = FileStore(tmp_path_factory.mktemp("store"))
-    with store.writer("tiny") as folder:
-        shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
-    target = LocalVLLMTarget(python=vllm_python(), log_dir=str(tmp_path_factory.mktemp("vllm")))
-    deployment = target.deploy(
-        DeploySpec(name="tiny", storage_uri=store.uri("tiny"), max_model_len=128)
-    )
-    yield deployment
-    target.teardown(deployment)
-    assert not pid_alive(deployment.details["pid"])
-
-
-def test_vllm_serving_the_tiny_model_passes_loose_bounds(served, tmp_path):
+def test_vllm_serving_the_tiny_model_passes_loose_bounds(served_tiny_model, tmp_path):
     load = "load: {profile: constant, rate: 1, duration_s: 3, prompt_tokens: 16, output_tokens: 8}"
     saved = tmp_path / "serving.json"
     # no --tokenizer: the folder vLLM serves (its /v1/models root) is on this machine
     proc = run_cli(
-        "slo", "--endpoint", served.endpoint, "--model", served.model,
+        "slo", "--endpoint", served_tiny_model.endpoint, "--model", served_tiny_model.model,
         "--config", _config(tmp_path, LOOSE, load), "--json", str(saved),
         timeout=600,
     )  # fmt: skip

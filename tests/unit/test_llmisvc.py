@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from modelgate.cli import app
 from modelgate.deploy import Deployment, DeploySpec, DeployTarget, crd, llmisvc, make_target
-from modelgate.deploy.kserve import ROLLOUT_ANNOTATION
+from modelgate.deploy.kube import ROLLOUT_ANNOTATION
 from modelgate.deploy.spec import vllm_args
 from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
 from modelgate.images import VLLM_CPU_IMAGE
@@ -288,7 +288,7 @@ def test_target_satisfies_protocol_and_make_target_builds_it(monkeypatch):
     target: DeployTarget = _target(FakeCustomObjectsApi())
     assert target.name == "llmisvc"
     monkeypatch.setattr(
-        llmisvc.KServeTarget,
+        llmisvc.LLMInferenceServiceTarget,
         "_default_apis",
         staticmethod(lambda: (FakeCustomObjectsApi(), FakeAppsV1Api())),
     )

@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,6 +28,7 @@ from modelgate.deploy.kserve import (
     runtime_args,
 )
 from modelgate.placement import Placement
+from tests.unit.manifest_support import kustomize
 
 pytestmark = pytest.mark.unit
 
@@ -69,17 +68,6 @@ BASE_RESOURCES = [
     ("ServiceAccount", MODEL_READER),
     ("ServingRuntime", RUNTIME_NAME),
 ]
-
-
-def kustomize(path: Path) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (needed for 'kubectl kustomize')")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 def overlay_of(tmp_path: Path, resource: Path, **fields) -> list[dict]:

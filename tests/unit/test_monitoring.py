@@ -13,7 +13,6 @@ import ast
 import copy
 import json
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,10 +20,10 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-import yaml
 
 from modelgate.deploy.crd import strict_schema
 from modelgate.slo import DEFAULT_SERVING_THRESHOLDS
+from tests.unit.manifest_support import kustomize
 
 pytestmark = pytest.mark.unit
 
@@ -110,17 +109,6 @@ PROMETHEUS_RULE_SCHEMA = {
         },
     },
 }
-
-
-def kustomize(path: Path) -> list[dict]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl not installed (needed for 'kubectl kustomize')")
-    result = subprocess.run(
-        [kubectl, "kustomize", str(path)], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, f"kubectl kustomize {path} failed:\n{result.stderr}"
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
 
 
 @pytest.fixture(scope="module")

@@ -210,6 +210,8 @@ def test_endpoint_bounds_cannot_compare_with_production():
 def test_hardware_is_the_gpu_model_the_node_selector_pins(accel, count, selector, expected):
     got = postdeploy.hardware_of(accel, count, selector)
     assert got == (expected or ("NVIDIA-H100-80GB-HBM3", 1))
+    # the local target serves with vLLM's CPU build whatever the GPU settings say
+    assert postdeploy.hardware_of(accel, count, selector, target="local") == ("cpu", 0)
 
 
 class _Target:

@@ -6,8 +6,6 @@ import json
 import logging
 import re
 import socket
-import time
-from types import SimpleNamespace
 
 import pytest
 import requests
@@ -37,7 +35,7 @@ from tests.doubles.model_registry import (
     response_problems,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("no_registry_env")]
 
 MODEL = "qwen--qwen2.5-0.5b-instruct"
 LINEAGE = {
@@ -109,22 +107,6 @@ def _state(fake: FakeModelRegistry, version: str) -> str:
     mv = fake.find_model_version(MODEL, version)
     assert mv is not None
     return str(mv["state"])
-
-
-@pytest.fixture(autouse=True)
-def _no_registry_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODEL_REGISTRY_URL", "MODEL_REGISTRY_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The backoff's delays, recorded instead of slept."""
-    slept: list[float] = []
-    monkeypatch.setattr(
-        "modelgate.retry.time", SimpleNamespace(sleep=slept.append, monotonic=time.monotonic)
-    )
-    return slept
 
 
 # --- registration --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from modelgate.retry import RetryPolicy, backoff
 from tests.doubles.http import serve, stop_serving
 from tests.doubles.model_registry import FakeModelRegistry, fake_model_registry  # noqa: F401
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("no_registry_env")]
 SHA = "0123456789abcdef0123456789abcdef01234567"
 
 
@@ -41,22 +41,6 @@ def _request(run: str, repo: str = "org/M"):
         scheme="FP8_DYNAMIC",
         pipeline_run_id=run,
     )
-
-
-@pytest.fixture(autouse=True)
-def _no_registry_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODEL_REGISTRY_URL", "MODEL_REGISTRY_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The backoff's delays, recorded instead of slept."""
-    slept: list[float] = []
-    monkeypatch.setattr(
-        "modelgate.retry.time", SimpleNamespace(sleep=slept.append, monotonic=time.monotonic)
-    )
-    return slept
 
 
 def _preflight_registry(url: str) -> str:

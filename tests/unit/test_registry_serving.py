@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -42,7 +40,7 @@ from tests.doubles.model_registry import (
     response_problems,
 )
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("no_registry_env")]
 SHA = "0123456789abcdef0123456789abcdef01234567"
 MODEL = "org--m"
 MEASURED: dict[str, float | int | str] = {
@@ -97,22 +95,6 @@ class Stored:
         mv = self._mlflow_version(version)
         path = self.backend._client.download_artifacts(mv.run_id, name)
         return Path(path).read_text()
-
-
-@pytest.fixture(autouse=True)
-def _no_registry_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MODEL_REGISTRY_URL", "MODEL_REGISTRY_TOKEN", "KF_PIPELINES_SA_TOKEN_PATH"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The backoff's delays, recorded instead of slept."""
-    slept: list[float] = []
-    monkeypatch.setattr(
-        "modelgate.retry.time", SimpleNamespace(sleep=slept.append, monotonic=time.monotonic)
-    )
-    return slept
 
 
 @pytest.fixture(scope="module")

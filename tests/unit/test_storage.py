@@ -19,6 +19,7 @@ from modelgate.storage import (
     S3Store,
     fetch,
     fetch_file,
+    fetch_files,
     fetch_like_kserve,
     open_store,
     read_file,
@@ -117,6 +118,64 @@ def test_s3_fetch_reads_only_its_own_folder(s3_store, tmp_path):
     assert _tree(fetch(s3_store.uri("m/abc1234/base"), dest=tmp_path / "f")) == {
         "config.json": "{}"
     }
+
+
+BINARY = bytes(range(256)) * 4 + b"\xff\xfe\x00\x80"  # not UTF-8: read_file could not
+
+
+def _binary_source(folder: Path) -> None:
+    _fill(folder)
+    (folder / "tokenizer.model").write_bytes(BINARY)
+
+
+@pytest.mark.parametrize("where", ["s3", "file", "local"])
+def test_fetch_files_copies_only_the_chosen_files_byte_for_byte(where, request, tmp_path):
+    key = "org--m/0123abc/base-0123456789ab"
+    if where == "local":
+        _binary_source(tmp_path / "model")
+        uri = str(tmp_path / "model")
+    else:
+        store = request.getfixturevalue(f"{where}_store")
+        with store.writer(key) as folder:
+            _binary_source(folder)
+        uri = store.uri(key)
+    fetched = fetch_files(
+        uri, lambda path: "/" not in path and path != "config.json", tmp_path / "a"
+    )
+    assert sorted(f.path for f in fetched) == ["tokenizer.json", "tokenizer.model"]
+    assert sorted(p.name for p in (tmp_path / "a").rglob("*")) == sorted(f.path for f in fetched)
+    assert (tmp_path / "a" / "tokenizer.model").read_bytes() == BINARY
+    named = fetch_files(uri, ["sub/weights.bin", "tokenizer.model"], tmp_path / "b")
+    assert [f.size for f in named] == [1000, len(BINARY)]
+    assert (tmp_path / "b" / "sub" / "weights.bin").read_text() == "x" * 1000
+    with pytest.raises(StorageError, match="has no file 'nope.bin'"):
+        fetch_files(uri, ["config.json", "nope.bin"], tmp_path / "c")
+    assert not (tmp_path / "c" / "config.json").exists()
+    assert fetch_files(uri, lambda path: False, tmp_path / "d") == []
+
+
+def test_fetch_files_checks_the_store_like_fetch(s3_store, file_store, tmp_path):
+    for store in (s3_store, file_store):
+        with pytest.raises(StorageError, match="not a complete stored folder"):
+            fetch_files(store.uri("m/abc1234/none"), lambda path: True, tmp_path / "x")
+    with pytest.raises(ConfigError, match="expected an s3:// or file:// URI or a local folder"):
+        fetch_files("gs://b/p", ["config.json"], tmp_path / "x")
+    with pytest.raises(ConfigError, match="does not exist or is not a folder"):
+        fetch_files(str(tmp_path / "nowhere"), ["config.json"], tmp_path / "x")
+    key = "m/abc1234/base"
+    with s3_store.writer(key) as folder:
+        _fill(folder)
+    uri = s3_store.uri(key)
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    s3_store.client.put_object(Bucket=bucket, Key=f"{prefix}/tokenizer.json", Body=b"{} ")
+    with pytest.raises(StorageError, match="tokenizer.json has 3 bytes, expected 2"):
+        fetch_files(uri, ["config.json", "tokenizer.json"], tmp_path / "new")
+    assert not (tmp_path / "new").exists(), "a failed fetch leaves nothing behind"
+    (tmp_path / "kept").mkdir()
+    s3_store.client.delete_object(Bucket=bucket, Key=f"{prefix}/tokenizer.json")
+    with pytest.raises(StorageError, match=f"downloading {uri}"):
+        fetch_files(uri, ["config.json", "tokenizer.json"], tmp_path / "kept")
+    assert list((tmp_path / "kept").iterdir()) == []
 
 
 def test_store_keys_of_one_model_are_never_string_prefixes_of_each_other():

@@ -127,32 +127,39 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from modelgate.constants import RUNTIME_NAME
-from modelgate.deploy.crd import API_VERSION, GROUP, KIND, VERSION
+from modelgate.deploy.crd import API_VERSION, KIND, VERSION
+from modelgate.deploy.kube import (
+    MANAGED_BY,
+    ROLLOUT_ANNOTATION,
+    RUN_ANNOTATION,
+    KubeTarget,
+    PodEvents,
+    Seen,
+    Stale,
+    Superseded,
+    Wanted,
+    condition,
+    container_resources,
+    default_core,
+    guarded,
+    is_ready,
+    object_labels,
+    read_deployment,
+    report_undo,
+    stale_before,
+    undo_after,
+)
+from modelgate.deploy.kube import RBAC_HINT as RBAC_HINT  # re-exported (preflight names it)
 from modelgate.deploy.spec import DEPLOYMENT_BACKED_MODES, DeploySpec, vllm_args
 from modelgate.deploy.target import Deployment
 from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
 from modelgate.images import VLLM_CPU_IMAGE
-from modelgate.processes import signals_raise
-from modelgate.retry import backoff, wait_until
-
-try:  # the kubernetes client is the optional "kserve" extra; building/validating needs none of it
-    from kubernetes.client.exceptions import ApiException
-except ImportError:  # pragma: no cover - exercised only without the extra installed
-
-    class ApiException(Exception):  # type: ignore[no-redef]
-        """Stand-in so ``except ApiException`` works when kubernetes is not installed."""
-
-        status: int | None = None
-        reason: str | None = None
-        body: str | None = None
-
+from modelgate.retry import wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +170,7 @@ NAME_PLACEHOLDER = "{{.Name}}"  # Go template KServe renders with the InferenceS
 #: The ServingRuntime's model container (``constants.InferenceServiceContainerName``).
 CONTAINER_NAME = "kserve-container"
 
-MANAGED_BY = "modelgate"
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
-ROLLOUT_ANNOTATION = "modelgate.io/rollout"
-#: The pipeline run whose candidate a predictor (stable or canary) is.
-RUN_ANNOTATION = "modelgate.io/run"
 #: The pipeline run that created an InferenceService (metadata; written at creation only).
 CREATED_BY_ANNOTATION = "modelgate.io/created-by-run"
 PREDICTOR_SUFFIX = "-predictor"  # constants.PredictorServiceName: "<isvc>-predictor"
@@ -179,12 +182,6 @@ _MAX_LABEL = 63
 _APP_LABEL_PREFIX = "isvc."  # constants.GetRawServiceLabel
 
 Role = Literal["first", "canary", "replace"]
-
-RBAC_HINT = (
-    "bind the Role modelgate-deployer (manifests/base/rbac.yaml) to the service account the "
-    "pipeline runs as: kubectl apply -k manifests/overlays/kubeflow-profile -n <namespace> "
-    "(default-editor) or manifests/overlays/standalone (pipeline-runner)"
-)
 
 # Conditions reasons that will not heal by waiting (Knative revision failures and progress
 # deadline, KServe's own spec/runtime failures).
@@ -205,25 +202,8 @@ _FATAL_REASONS = frozenset(
 )
 _FATAL_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
 # Reasons KServe copies from the predictor Deployment's conditions; in Deployment-backed modes the
-# Deployment itself is read instead (KServeTarget.predictor_rollout).
+# Deployment itself is read instead (modelgate.deploy.kube.deployment_rollout).
 _DEPLOYMENT_REASONS = frozenset({"ProgressDeadlineExceeded"})
-#: The Deployment controller's ``Progressing=False`` reason after ``progressDeadlineSeconds``
-#: without progress (kubernetes ``pkg/controller/deployment/util/deployment_util.go``
-#: ``TimedOutReason``): pods that are still starting, not a failure by itself.
-PROGRESS_DEADLINE = "ProgressDeadlineExceeded"
-# Pod events (kubelet ``pkg/kubelet/events/event.go`` reasons BackOff/Failed, messages of
-# ``kuberuntime_manager.go`` and ``images/image_manager.go``) of failures that do not heal.
-_CRASH_LOOP = "Back-off restarting failed container"
-_IMAGE_PULL_ERRORS = (
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-    "Back-off pulling image",
-)
-# The new ReplicaSet as the Deployment controller names it in its Progressing condition
-# ("Created new replica set "x"", "ReplicaSet "x" is progressing.", ... deployment_util.go).
-_REPLICA_SET_IN_MESSAGE = re.compile(r'(?:replica set|ReplicaSet) "([^"]+)"')
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +229,8 @@ def render_runtime_args(name: str, args: list[str] | None = None) -> list[str]:
     return [a.replace(NAME_PLACEHOLDER, name) for a in (runtime_args() if args is None else args)]
 
 
-def _flag(arg: str) -> str:
+def flag(arg: str) -> str:
+    """The flag of a command-line argument (``--port=8080`` -> ``--port``)."""
     return arg.split("=", 1)[0]
 
 
@@ -270,8 +251,8 @@ def isvc_args(spec: DeploySpec) -> list[str]:
             "update modelgate.kserve.runtime_args and manifests/base/servingruntime.yaml together"
         )
     rest = full[len(fixed) :]
-    runtime_flags = {_flag(a) for a in fixed}
-    clashes = [a for a in rest if _flag(a) in runtime_flags]
+    runtime_flags = {flag(a) for a in fixed}
+    clashes = [a for a in rest if flag(a) in runtime_flags]
     if clashes:
         raise ConfigError(
             f"extra_args {clashes} override flags the KServe runtime sets itself "
@@ -279,18 +260,6 @@ def isvc_args(spec: DeploySpec) -> list[str]:
             "InferenceService name, the model is mounted at /mnt/models, the port is 8080)"
         )
     return rest
-
-
-def _resources(spec: DeploySpec) -> dict[str, Any]:
-    serve = spec.placement.resources("serve")
-    requests = {"cpu": serve.cpu, "memory": serve.memory}
-    limits = {"cpu": serve.cpu_limit or serve.cpu, "memory": serve.memory_limit or serve.memory}
-    gpus = spec.placement.accelerator_count
-    if gpus > 0:  # extended resources need request == limit
-        requests[spec.placement.accelerator_type] = limits[spec.placement.accelerator_type] = str(
-            gpus
-        )
-    return {"requests": requests, "limits": limits}
 
 
 def runtime_image(spec: DeploySpec) -> str | None:
@@ -340,20 +309,14 @@ def build_inference_service(spec: DeploySpec) -> dict[str, Any]:
     Raises:
         ConfigError: ``spec.extra_args`` clashes with the runtime's own flags.
     """
-    labels = {
-        **spec.labels,
-        "app.kubernetes.io/name": spec.name,
-        "app.kubernetes.io/component": "inference",
-        "app.kubernetes.io/part-of": "modelgate",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-    }
+    labels = object_labels(spec)
     annotations = {**spec.annotations, DEPLOYMENT_MODE_ANNOTATION: spec.deployment_mode}
     model: dict[str, Any] = {
         "modelFormat": {"name": spec.model_format},
         "runtime": spec.runtime,
         "storageUri": spec.storage_uri,
         "args": isvc_args(spec),
-        "resources": _resources(spec),
+        "resources": container_resources(spec),
     }
     image = runtime_image(spec)
     if image:
@@ -575,127 +538,9 @@ def promoted_predictor(production: Mapping[str, Any], candidate: Mapping[str, An
 # --------------------------------------------------------------------------------------------
 
 
-def _api_error(e: ApiException, action: str) -> DeployError:
-    status = getattr(e, "status", None)
-    detail = getattr(e, "reason", None) or ""
-    body = getattr(e, "body", None)
-    if body:
-        try:
-            detail = json.loads(body).get("message") or detail
-        except (ValueError, AttributeError):
-            detail = str(body)[:500]
-    if "admission webhook" in str(detail):
-        # controller-runtime answers a validating webhook's refusal with 403 (admission.Denied):
-        # a refused spec, not missing RBAC
-        return DeployError(f"{action}: refused by KServe's admission webhook: {detail}")
-    if status == 403:
-        return DeployError(f"{action}: forbidden (HTTP 403: {detail}); {RBAC_HINT}")
-    if status == 401:
-        return DeployError(
-            f"{action}: unauthorized (HTTP 401: {detail}); "
-            "check the kubeconfig or service-account token"
-        )
-    return DeployError(f"{action}: HTTP {status}: {detail}")
-
-
-class _Conflict(Exception):
-    """A 409 on replace: somebody else changed the object since our GET; re-read and retry."""
-
-
-class _Superseded(Exception):
-    """The object no longer carries the rollout a conditional write expects: leave it alone."""
-
-
 def stamp_of(obj: Mapping[str, Any] | None) -> str | None:
     """The :data:`ROLLOUT_ANNOTATION` of an InferenceService's predictor (None without one)."""
     return _predictor_stamp(((obj or {}).get("spec") or {}).get("predictor"))
-
-
-def _conditions_summary(obj: Mapping[str, Any] | None) -> str:
-    status = (obj or {}).get("status") or {}
-    parts = []
-    for c in status.get("conditions") or []:
-        text = f"{c.get('type')}={c.get('status')}"
-        if c.get("reason"):
-            text += f" ({c['reason']})"
-        if c.get("message"):
-            text += f": {c['message']}"
-        parts.append(text)
-    failure = (status.get("modelStatus") or {}).get("lastFailureInfo") or {}
-    if failure:
-        parts.append(f"modelStatus {failure.get('reason')}: {failure.get('message')}")
-    return (
-        "; ".join(parts) if parts else "no status reported yet (is the KServe controller running?)"
-    )
-
-
-def _condition(obj: Mapping[str, Any] | None, ctype: str) -> dict[str, Any] | None:
-    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return dict(c)
-    return None
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """Progress of a predictor Deployment towards one spec.
-
-    ``reconciled``: its pod template carries the spec; ``observed``: the Deployment controller
-    has seen that template (``status.observedGeneration`` >= ``generation``, the Deployment's
-    own); ``done``: rolled out; ``failure``: why it will not get there.
-    """
-
-    reconciled: bool
-    done: bool
-    detail: str
-    failure: str | None = None
-    observed: bool = False
-    generation: int | None = None
-
-
-def _stall(dep: Any) -> str | None:
-    """An identity of the Deployment's ``Progressing=False`` condition, or None without one.
-
-    The Deployment controller keeps a ``ProgressDeadlineExceeded`` condition unchanged (same
-    transition time) until a rollout progresses again, so the identity tells a condition that was
-    already there before a rollout started from one this rollout caused.
-    """
-    status = getattr(dep, "status", None)
-    for c in (status.conditions if status else None) or []:
-        if c.type == "Progressing" and c.status == "False":
-            return f"{c.reason}|{c.message}|{c.last_transition_time}"
-    return None
-
-
-def _identity(c: Any) -> str:
-    """What tells one report of a Deployment condition from a later one."""
-    if c.type == "Progressing":  # the form _stall gives (callers may hold one)
-        return f"{c.reason}|{c.message}|{c.last_transition_time}"
-    return f"{c.type}|{c.reason}|{c.message}|{c.last_transition_time}"
-
-
-@dataclass(frozen=True)
-class Stale:
-    """What a Deployment reported before a write that gives it another pod template.
-
-    ``conditions``: identities (:func:`_identity`) of its failure conditions then
-    (``Progressing=False``, ``ReplicaFailure=True``); ``replica_set``: the ReplicaSet its
-    ``Progressing`` condition named then. Neither is about the new template until the
-    Deployment controller reports anew.
-    """
-
-    conditions: frozenset[str] = frozenset()
-    replica_set: str | None = None
-
-
-def _new_replica_set(dep: Any) -> str | None:
-    """The ReplicaSet the Deployment's ``Progressing`` condition names (its newest), or None."""
-    status = getattr(dep, "status", None)
-    for c in (status.conditions if status else None) or []:
-        if c.type == "Progressing":
-            found = _REPLICA_SET_IN_MESSAGE.search(c.message or "")
-            return found.group(1) if found else None
-    return None
 
 
 def _role_of(details: Mapping[str, Any]) -> Role:
@@ -705,7 +550,12 @@ def _role_of(details: Mapping[str, Any]) -> Role:
     return "first" if details.get("previous_spec") is None else "replace"
 
 
-class KServeTarget:
+def _previous(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """What :meth:`KServeTarget._restore` puts back for a previous ``spec`` (None: delete)."""
+    return None if spec is None else {"spec": spec}
+
+
+class KServeTarget(KubeTarget):
     """Deploys a :class:`DeploySpec` as a KServe InferenceService and waits until it serves.
 
     Args:
@@ -728,6 +578,14 @@ class KServeTarget:
     """
 
     name: Literal["kserve"] = "kserve"
+    kind: ClassVar[str] = KIND
+    version: ClassVar[str] = VERSION
+    plural: ClassVar[str] = PLURAL
+    # KServe creates the Deployment with progressDeadlineSeconds: 600, shorter than a model's
+    # start (see the module docstring, *Readiness*); ReplicaFailure does not heal.
+    outwait_progress_deadline = True
+    replica_failure_fails = True
+    stamp_of = staticmethod(stamp_of)
 
     def __init__(
         self,
@@ -741,222 +599,45 @@ class KServeTarget:
         field_manager: str = MANAGED_BY,
         canary: bool = True,
     ) -> None:
-        if (api is None) != (apps is None):
-            raise ConfigError("KServeTarget needs both api (CustomObjectsApi) and apps (AppsV1Api)")
-        if api is None:
-            api, apps = self._default_apis()
-            if core is None:
-                core = self._default_core()
-        # both set: given together, or both from _default_apis()
-        self.api: Any = api
-        self.apps: Any = apps
-        self.core: Any = core
-        self.timeout = timeout
-        self.poll_interval = poll_interval
-        self.endpoint = endpoint
-        self.field_manager = field_manager
+        defaults = api is None and apps is None
+        super().__init__(
+            api,
+            apps=apps,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            endpoint=endpoint,
+            field_manager=field_manager,
+        )
+        if defaults and core is None:
+            core = default_core()  # on the configuration _default_apis loaded
+        self.core = core
+        self._events = PodEvents(core) if core is not None else None
         self.canary = canary
-        self._events_refused = False
 
-    @staticmethod
-    def _default_apis() -> tuple[Any, Any]:
-        try:
-            from kubernetes import client, config
-        except ImportError as e:
-            raise ConfigError(
-                "the KServe target needs the kubernetes client: pip install 'modelgate[kserve]'"
-            ) from e
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            try:
-                config.load_kube_config()
-            except (config.ConfigException, OSError) as e:
-                raise ConfigError(
-                    "no Kubernetes credentials: not running in a pod and no usable kubeconfig "
-                    f"(set KUBECONFIG): {e}"
-                ) from e
-        return client.CustomObjectsApi(), client.AppsV1Api()
+    def build(self, spec: DeploySpec) -> dict[str, Any]:
+        return build_inference_service(spec)
 
-    @staticmethod
-    def _default_core() -> Any:
-        """A ``CoreV1Api`` on the configuration :meth:`_default_apis` loaded."""
-        from kubernetes import client
+    def workload(self, name: str, obj: Mapping[str, Any] | None, mode: str) -> str | None:
+        """The stable predictor's Deployment (Deployment-backed modes only)."""
+        if mode not in DEPLOYMENT_BACKED_MODES:
+            return None
+        predictor = (((obj or {}).get("spec") or {}).get("predictor") or {}).get("name")
+        return predictor_service_name(name, predictor)
 
-        return client.CoreV1Api()
-
-    # -- API helpers --------------------------------------------------------------------------
-
-    def _get(self, name: str, namespace: str) -> dict[str, Any] | None:
-        try:
-            return self.api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise _api_error(e, f"reading InferenceService {namespace}/{name}") from e
-
-    def _get_deployment(self, name: str, namespace: str) -> Any | None:
-        try:
-            return self.apps.read_namespaced_deployment(name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise _api_error(e, f"reading Deployment {namespace}/{name}") from e
-
-    def _apply_once(self, body: dict[str, Any], only_if: str | None = None) -> dict[str, Any]:
+    def _replacement(self, existing: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+        # The canary entries are other deploys' business: they stay as they are now. Who
+        # created an object is said once: another one created this.
         meta = body["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
-        existing = self._get(name, namespace)
-        if only_if is not None and (existing is None or stamp_of(existing) != only_if):
-            raise _Superseded(
-                f"InferenceService {namespace}/{name} no longer exists"
-                if existing is None
-                else f"InferenceService {namespace}/{name} now carries rollout "
-                f"{stamp_of(existing)}, not {only_if}: another deploy changed it"
-            )
-        try:
-            if existing is None:
-                logger.info("creating InferenceService %s/%s", namespace, name)
-                return self.api.create_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, body, field_manager=self.field_manager
-                )
-            # Replace (not merge-patch) so fields dropped from the spec (a nodeSelector, a
-            # toleration) really go away; resourceVersion makes it a compare-and-swap. The
-            # canary entries are other deploys' business: they stay as they are now.
-            updated = copy.deepcopy(existing)
-            updated.pop("status", None)
-            updated["spec"] = copy.deepcopy(body["spec"])
-            updated["spec"].pop("canary", None)
-            if canaries_of(existing):
-                updated["spec"]["canary"] = canaries_of(existing)
-            umeta = updated.setdefault("metadata", {})
-            umeta["labels"] = {**(umeta.get("labels") or {}), **meta.get("labels", {})}
-            umeta["annotations"] = {
-                **(umeta.get("annotations") or {}),
-                **{  # who created an object is said once: another one created this
-                    k: v
-                    for k, v in meta.get("annotations", {}).items()
-                    if k != CREATED_BY_ANNOTATION
-                },
-            }
-            logger.info(
-                "updating InferenceService %s/%s (resourceVersion %s)",
-                namespace,
-                name,
-                umeta.get("resourceVersion"),
-            )
-            return self.api.replace_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, updated, field_manager=self.field_manager
-            )
-        except ApiException as e:
-            if e.status == 409:
-                raise _Conflict(str(e)) from e
-            verb = "creating" if existing is None else "updating"
-            raise _api_error(e, f"{verb} InferenceService {namespace}/{name}") from e
-
-    def apply(self, body: dict[str, Any], *, only_if: str | None = None) -> dict[str, Any]:
-        """Create ``body`` or replace the existing object's spec; returns the stored object.
-
-        A 409 (created or changed concurrently) re-reads and retries a few times.
-
-        Args:
-            body: The InferenceService.
-            only_if: Replace only an existing object whose spec carries this rollout stamp
-                (:func:`stamp_of`); checked on the object the compare-and-swap replaces.
-
-        Raises:
-            DeployError: The API refused (403 names the RBAC fix) or conflicts persisted.
-            _Superseded: ``only_if`` is set and the object is gone or carries another stamp.
-        """
-        try:
-            return backoff(
-                lambda: self._apply_once(body, only_if),
-                retry_on=(_Conflict,),
-                attempts=5,
-                base_delay=0.2,
-                max_delay=2.0,
-                what=f"apply InferenceService {body['metadata']['name']}",
-            )
-        except _Conflict as e:
-            raise DeployError(
-                f"InferenceService {body['metadata']['name']} kept changing while being updated "
-                f"(409 Conflict): {e}"
-            ) from e
-
-    def _write_spec(
-        self,
-        name: str,
-        namespace: str,
-        change: Callable[[dict[str, Any] | None], dict[str, Any] | None],
-        *,
-        what: str,
-    ) -> dict[str, Any] | None:
-        """Read the InferenceService, replace its spec with ``change(obj)``, retry on 409.
-
-        ``change`` gets the object as read (None when it does not exist) and returns the new
-        spec, None for nothing to write, or raises :class:`_Superseded` to leave it alone; it is
-        called again on every re-read. The replace carries the ``resourceVersion`` read, so a
-        concurrent change is never overwritten (409, re-read, ``change`` judges again); metadata
-        is written back as read.
-
-        Returns:
-            The stored object (as read when nothing was written; None when there is none).
-
-        Raises:
-            DeployError: The API refused, or conflicts persisted.
-            _Superseded: From ``change``.
-        """
-
-        def once() -> dict[str, Any] | None:
-            current = self._get(name, namespace)
-            spec = change(copy.deepcopy(current) if current is not None else None)
-            if spec is None or current is None:
-                return current
-            updated = copy.deepcopy(current)
-            updated.pop("status", None)
-            updated["spec"] = spec
-            try:
-                return self.api.replace_namespaced_custom_object(
-                    GROUP,
-                    VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    updated,
-                    field_manager=self.field_manager,
-                )
-            except ApiException as e:
-                if e.status == 409:
-                    raise _Conflict(str(e)) from e
-                raise _api_error(e, what) from e
-
-        try:
-            return backoff(
-                once,
-                retry_on=(_Conflict,),
-                attempts=5,
-                base_delay=0.2,
-                max_delay=2.0,
-                what=what,
-            )
-        except _Conflict as e:
-            raise DeployError(f"{what}: it kept changing meanwhile (409 Conflict): {e}") from e
-
-    def server_dry_run(self, spec: DeploySpec) -> dict[str, Any]:
-        """Server-side dry-run create (``dryRun=All``): webhooks and schema run, nothing is stored.
-
-        Raises:
-            DeployError: The API server rejected the object.
-        """
-        body = build_inference_service(spec)
-        try:
-            return self.api.create_namespaced_custom_object(
-                GROUP, VERSION, spec.namespace, PLURAL, body, dry_run="All"
-            )
-        except ApiException as e:
-            raise _api_error(
-                e, f"dry-run create of InferenceService {spec.namespace}/{spec.name}"
-            ) from e
+        annotations = {
+            k: v for k, v in meta.get("annotations", {}).items() if k != CREATED_BY_ANNOTATION
+        }
+        updated = super()._replacement(
+            existing, {**body, "metadata": {**meta, "annotations": annotations}}
+        )
+        updated["spec"].pop("canary", None)
+        if canaries_of(existing):
+            updated["spec"]["canary"] = canaries_of(existing)
+        return updated
 
     # -- readiness ----------------------------------------------------------------------------
 
@@ -978,13 +659,6 @@ class KServeTarget:
                 return f"{ctype}={cstatus} ({reason}): {c.get('message', '')}".rstrip(": ")
         return None
 
-    @staticmethod
-    def _ready(obj: Mapping[str, Any]) -> bool:
-        for c in (obj.get("status") or {}).get("conditions") or []:
-            if c.get("type") == "Ready":
-                return c.get("status") == "True"
-        return False
-
     def _endpoint(self, obj: Mapping[str, Any]) -> str:
         status = obj.get("status") or {}
         address = (status.get("address") or {}).get("url")
@@ -999,274 +673,51 @@ class KServeTarget:
             "neither status.address.url nor status.url"
         )
 
-    def _pod_failure(self, dep: Any, namespace: str, stale: Stale) -> str | None:
-        """A failure of the Deployment's newest pods that waiting will not heal, from their events.
+    def _serves(self, obj: dict[str, Any], want: Wanted, seen: Seen) -> bool:
+        """Whether the InferenceService serves the spec :meth:`wait_ready` waits for.
 
-        Crash loops (``Back-off restarting failed container``: vLLM or the storage initializer
-        keeps exiting) and image pulls that failed (``ErrImagePull``, ``ImagePullBackOff``,
-        ``InvalidImageName``, ``ErrImageNeverPull``) of pods of the ReplicaSet the Deployment's
-        ``Progressing`` condition names, unless that condition predates the write
-        (``stale.replica_set``). Probe failures (``Unhealthy``: vLLM still loading) and
-        scheduling waits (``FailedScheduling``) are not failures. None without an events API.
-        """
-        if self.core is None or self._events_refused:
-            return None
-        replica_set = _new_replica_set(dep)
-        if replica_set is None or replica_set == stale.replica_set:
-            return None
-        try:
-            events = self.core.list_namespaced_event(
-                namespace, field_selector="involvedObject.kind=Pod"
-            )
-        except ApiException as e:
-            self._events_refused = True
-            logger.warning(
-                "cannot read events in namespace %s (%s); crash loops and image-pull errors "
-                "will surface only at the timeout",
-                namespace,
-                _api_error(e, "listing events"),
-            )
-            return None
-        # pod names: generateName "<replica set>-" (cut to 58 characters) + 5 random ones
-        prefix = f"{replica_set}-"[:58]
-        for event in events.items or []:
-            pod = (event.involved_object.name if event.involved_object else None) or ""
-            if not pod.startswith(prefix) or len(pod) != len(prefix) + 5:
-                continue
-            message = event.message or ""
-            if event.reason == "BackOff" and message.startswith(_CRASH_LOOP):
-                return f"pod {pod} is crash-looping (CrashLoopBackOff): {message}"
-            if any(marker in message for marker in _IMAGE_PULL_ERRORS):
-                return f"pod {pod} cannot pull its image ({event.reason}): {message}"
-        return None
-
-    def deployment_rollout(
-        self, dep_name: str, namespace: str, rollout: str | None, *, stale: Stale | None = None
-    ) -> RolloutState:
-        """How far Deployment ``dep_name`` is in serving the pod template stamped ``rollout``.
-
-        Mirrors ``kubectl rollout status`` (kubernetes/kubectl
-        ``pkg/polymorphichelpers/rollout_status.go``, ``DeploymentStatusViewer.Status``), after
-        checking that the pod template carries ``rollout`` (:data:`ROLLOUT_ANNOTATION`): nothing in
-        the status counts before the Deployment controller has observed the template. A
-        ``Progressing=False`` condition with reason ``ProgressDeadlineExceeded`` is noted, not
-        failed (KServe's 600 s deadline is shorter than a model's start): the caller's timeout
-        decides. Any other ``Progressing=False`` (``ReplicaSetCreateError``),
-        ``ReplicaFailure=True`` and :meth:`_pod_failure` fail it, unless the condition was
-        already there before the write (``stale``; after a rollback to an existing ReplicaSet
-        the controller keeps the previous rollout's condition until the rollout progresses).
-
-        Raises:
-            DeployError: The API refused the read.
-        """
-        stale = stale or Stale()
-        dep = self._get_deployment(dep_name, namespace)
-        if dep is None:
-            return RolloutState(False, False, f"Deployment {dep_name} not created yet")
-        template = (dep.spec.template.metadata if dep.spec.template else None) or None
-        stamp = ((template.annotations if template else None) or {}).get(ROLLOUT_ANNOTATION)
-        if stamp != rollout:
-            return RolloutState(
-                False, False, f"Deployment {dep_name} still has the previous pod template"
-            )
-        status = dep.status
-        generation = dep.metadata.generation or 0
-        observed = (status.observed_generation if status else None) or 0
-        if observed < generation:
-            return RolloutState(
-                True,
-                False,
-                f"Deployment {dep_name} spec update not observed yet",
-                generation=generation,
-            )
-        note = ""
-        for c in (status.conditions if status else None) or []:
-            failed = (c.type == "Progressing" and c.status == "False") or (
-                c.type == "ReplicaFailure" and c.status == "True"
-            )
-            if not failed:
-                continue
-            if _identity(c) in stale.conditions:
-                note = f" (still reports the previous rollout's {c.reason})"
-            elif c.type == "Progressing" and c.reason == PROGRESS_DEADLINE:
-                note = (
-                    f" (past its progressDeadlineSeconds, {c.message}; pods that are still "
-                    f"starting get up to {self.timeout:.0f}s)"
-                )
-            else:
-                return RolloutState(
-                    True,
-                    False,
-                    f"Deployment {dep_name}",
-                    failure=f"{c.reason}: {c.message}",
-                    observed=True,
-                    generation=generation,
-                )
-        desired = 1 if dep.spec.replicas is None else dep.spec.replicas
-        updated = (status.updated_replicas if status else None) or 0
-        total = (status.replicas if status else None) or 0
-        available = (status.available_replicas if status else None) or 0
-        if updated < desired:
-            detail = f"{updated} of {desired} new replicas updated"
-        elif total > updated:
-            detail = f"{total - updated} old replicas still running"
-        elif available < updated:
-            detail = f"{available} of {updated} new replicas available"
-        else:
-            return RolloutState(
-                True,
-                True,
-                f"Deployment {dep_name} rolled out ({available} ready)",
-                observed=True,
-                generation=generation,
-            )
-        pods = self._pod_failure(dep, namespace, stale)
-        return RolloutState(
-            True,
-            False,
-            f"Deployment {dep_name}: {detail}{note}",
-            failure=pods,
-            observed=True,
-            generation=generation,
-        )
-
-    def predictor_rollout(
-        self,
-        name: str,
-        namespace: str,
-        rollout: str | None,
-        *,
-        stale_stall: Stale | str | None = None,
-        predictor: str | None = None,
-    ) -> RolloutState:
-        """:meth:`deployment_rollout` of the stable predictor ``predictor`` of ISVC ``name``.
-
-        ``stale_stall``: a :class:`Stale`, or a ``Progressing=False`` identity (:func:`_stall`)
-        seen before the spec was applied.
-        """
-        return self.deployment_rollout(
-            predictor_service_name(name, predictor),
-            namespace,
-            rollout,
-            stale=_as_stale(stale_stall),
-        )
-
-    def _stale(self, dep_name: str, namespace: str, rollout: str | None) -> Stale:
-        """What Deployment ``dep_name`` reports before ``rollout`` is applied, unless its pod
-        template already is ``rollout`` (then it is about this spec)."""
-        dep = self._get_deployment(dep_name, namespace)
-        if dep is None:
-            return Stale()
-        template = (dep.spec.template.metadata if dep.spec.template else None) or None
-        if ((template.annotations if template else None) or {}).get(ROLLOUT_ANNOTATION) == rollout:
-            return Stale()
-        status = getattr(dep, "status", None)
-        failed = frozenset(
-            _identity(c)
-            for c in (status.conditions if status else None) or []
-            if (c.type == "Progressing" and c.status == "False")
-            or (c.type == "ReplicaFailure" and c.status == "True")
-        )
-        return Stale(failed, _new_replica_set(dep))
-
-    def _stale_stall(
-        self,
-        name: str,
-        namespace: str,
-        rollout: str | None,
-        mode: str,
-        *,
-        predictor: str | None = None,
-    ) -> Stale:
-        """:meth:`_stale` of the stable predictor ``predictor``'s Deployment (Deployment-backed
-        modes only)."""
-        if mode not in DEPLOYMENT_BACKED_MODES:
-            return Stale()
-        return self._stale(predictor_service_name(name, predictor), namespace, rollout)
-
-    def wait_ready(
-        self,
-        name: str,
-        namespace: str,
-        *,
-        generation: int | None,
-        rollout: str | None,
-        mode: str,
-        stale_stall: Stale | str | None = None,
-    ) -> tuple[dict, float]:
-        """Poll until the spec stamped ``rollout`` serves; returns (object, seconds waited).
-
-        Deployment-backed modes (``Standard``/``RawDeployment``): the InferenceService is Ready
-        and its predictor Deployment has rolled out that spec (:meth:`deployment_rollout`;
-        ``stale_stall`` is what the Deployment reported before the spec was applied).
-        The InferenceService's failure conditions count only once its status was written after
-        the Deployment controller observed that spec (KServe copies the Deployment's
+        Deployment-backed modes (``Standard``/``RawDeployment``): it is Ready and its predictor
+        Deployment has rolled out that spec (:func:`~modelgate.deploy.kube.deployment_rollout`;
+        ``want.stale`` is what the Deployment reported before the spec was applied). The
+        InferenceService's failure conditions count only once its status was written after the
+        Deployment controller observed that spec (KServe copies the Deployment's
         ``observedGeneration``; the reconcile that changes the pod template still writes the
         status of the old pods). Its ``ProgressDeadlineExceeded`` is left to the Deployment's own
-        condition (which does not fail a rollout). ``Knative``: Ready for ``generation``, judged
-        by ``status.observedGeneration``.
+        condition (which does not fail a rollout). ``Knative``: Ready for ``want.generation``,
+        judged by ``status.observedGeneration``.
 
         Raises:
-            DeployError: A failure condition for this spec, or the object vanished.
-            DeployTimeoutError: Not serving within ``timeout``; the message has the last state.
+            DeployError: A failure condition for this spec.
         """
-        last: dict[str, Any] = {}
-        progress = "no rollout observed"
-        stale = _as_stale(stale_stall)
-
-        def check() -> bool:
-            nonlocal last, progress
-            obj = self._get(name, namespace)
-            if obj is None:
-                raise DeployError(f"InferenceService {namespace}/{name} was deleted while waiting")
-            last = obj
-            if rollout is not None and stamp_of(obj) != rollout:
-                raise DeployError(
-                    f"InferenceService {namespace}/{name} was changed by another deploy while "
-                    f"waiting (its rollout is now {stamp_of(obj)}, this one's {rollout})"
-                )
-            if mode in DEPLOYMENT_BACKED_MODES:
-                predictor = ((obj.get("spec") or {}).get("predictor") or {}).get("name")
-                state = self.predictor_rollout(
-                    name, namespace, rollout, stale_stall=stale, predictor=predictor
-                )
-                progress = state.detail
-                if state.failure:
-                    raise DeployError(
-                        f"InferenceService {namespace}/{name} failed: {state.detail}: "
-                        f"{state.failure}"
-                    )
-                if not state.observed:
-                    return False  # the status still describes the previous spec
-                isvc_observed = (obj.get("status") or {}).get("observedGeneration")
-                if isvc_observed is None or isvc_observed >= (state.generation or 0):
-                    failure = self._failure(obj, ignore=_DEPLOYMENT_REASONS)
-                    if failure:
-                        raise DeployError(f"InferenceService {namespace}/{name} failed: {failure}")
-                return state.done and self._ready(obj)
-            observed = (obj.get("status") or {}).get("observedGeneration")
-            if generation is not None and (observed is None or observed < generation):
-                progress = f"generation {generation} not observed yet (observed {observed})"
-                return False
-            failure = self._failure(obj)
-            if failure:
-                raise DeployError(f"InferenceService {namespace}/{name} failed: {failure}")
-            return self._ready(obj)
-
-        def on_timeout(message: str) -> BaseException:
-            return DeployTimeoutError(
-                f"InferenceService {namespace}/{name} (generation {generation}): {message}; "
-                f"rollout: {progress}; last conditions: {_conditions_summary(last)}"
+        what = self._what(want.name, want.namespace)
+        if want.mode in DEPLOYMENT_BACKED_MODES:
+            predictor = ((obj.get("spec") or {}).get("predictor") or {}).get("name")
+            state = self._rollout(
+                predictor_service_name(want.name, predictor),
+                want.namespace,
+                want.rollout,
+                want.stale,
             )
-
-        waited = wait_until(
-            check,
-            timeout=self.timeout,
-            interval=self.poll_interval,
-            what=f"InferenceService {namespace}/{name} to serve its new spec",
-            on_timeout=on_timeout,
-        )
-        return last, waited
+            seen.detail = state.detail
+            if state.failure:
+                raise DeployError(f"{what} failed: {state.detail}: {state.failure}")
+            if not state.observed:
+                return False  # the status still describes the previous spec
+            isvc_observed = (obj.get("status") or {}).get("observedGeneration")
+            if isvc_observed is None or isvc_observed >= (state.generation or 0):
+                failure = self._failure(obj, ignore=_DEPLOYMENT_REASONS)
+                if failure:
+                    raise DeployError(f"{what} failed: {failure}")
+            return state.done and is_ready(obj)
+        observed = (obj.get("status") or {}).get("observedGeneration")
+        generation = want.generation
+        if generation is not None and (observed is None or observed < generation):
+            seen.detail = f"generation {generation} not observed yet (observed {observed})"
+            return False
+        failure = self._failure(obj)
+        if failure:
+            raise DeployError(f"{what} failed: {failure}")
+        return is_ready(obj)
 
     def wait_canary(
         self,
@@ -1276,13 +727,14 @@ class KServeTarget:
         canary: str,
         rollout: str,
         stale: Stale | None = None,
-    ) -> tuple[dict, float]:
+    ) -> tuple[dict[str, Any], float]:
         """Poll until canary ``canary`` (stamped ``rollout``) of ISVC ``name`` serves.
 
         Its Deployment ``<name>-<canary>-predictor`` has rolled out the stamped template
-        (:meth:`deployment_rollout`), KServe reports it in ``status.canaryStatuses`` as ready
-        and, when it is the only canary, ``CanaryPredictorReady`` is True (that condition covers
-        all canaries). Production's conditions are not this canary's business.
+        (:func:`~modelgate.deploy.kube.deployment_rollout`), KServe reports it in
+        ``status.canaryStatuses`` as ready and, when it is the only canary,
+        ``CanaryPredictorReady`` is True (that condition covers all canaries). Production's
+        conditions are not this canary's business.
 
         Raises:
             DeployError: The canary failed, was removed or changed by someone else, or the
@@ -1290,16 +742,9 @@ class KServeTarget:
             DeployTimeoutError: Not serving within ``timeout``.
         """
         dep_name = predictor_service_name(name, canary)
-        last: dict[str, Any] = {}
-        progress = "no rollout observed"
         what = f"canary {canary} of InferenceService {namespace}/{name}"
 
-        def check() -> bool:
-            nonlocal last, progress
-            obj = self._get(name, namespace)
-            if obj is None:
-                raise DeployError(f"InferenceService {namespace}/{name} was deleted while waiting")
-            last = obj
+        def judge(obj: dict[str, Any], seen: Seen) -> bool:
             entry = canary_entry(obj, canary)
             if entry is None:
                 raise DeployError(
@@ -1310,8 +755,8 @@ class KServeTarget:
                     f"{what} was changed by another deploy while waiting (its rollout is now "
                     f"{_predictor_stamp(entry.get('predictor'))}, this one's {rollout})"
                 )
-            state = self.deployment_rollout(dep_name, namespace, rollout, stale=stale)
-            progress = state.detail
+            state = self._rollout(dep_name, namespace, rollout, stale)
+            seen.detail = state.detail
             if state.failure:
                 raise DeployError(f"{what} failed: {state.detail}: {state.failure}")
             if not state.done:
@@ -1325,29 +770,16 @@ class KServeTarget:
                 None,
             )
             if not (reported or {}).get("ready"):
-                progress = f"{state.detail}; KServe does not report it ready yet"
+                seen.detail = f"{state.detail}; KServe does not report it ready yet"
                 return False
             if len(canaries_of(obj)) == 1:
-                ready = _condition(obj, "CanaryPredictorReady") or {}
+                ready = condition(obj, "CanaryPredictorReady") or {}
                 if ready.get("status") != "True":
-                    progress = f"{state.detail}; CanaryPredictorReady is not True yet"
+                    seen.detail = f"{state.detail}; CanaryPredictorReady is not True yet"
                     return False
             return True
 
-        def on_timeout(message: str) -> BaseException:
-            return DeployTimeoutError(
-                f"{what}: {message}; rollout: {progress}; last conditions: "
-                f"{_conditions_summary(last)}"
-            )
-
-        waited = wait_until(
-            check,
-            timeout=self.timeout,
-            interval=self.poll_interval,
-            what=f"{what} to serve",
-            on_timeout=on_timeout,
-        )
-        return last, waited
+        return self._wait(name, namespace, judge, rollout=None, label=what, what=f"{what} to serve")
 
     def wait_canary_gone(self, name: str, namespace: str, canary: str) -> float:
         """Poll until canary ``canary``'s Deployment is gone and production serves alone.
@@ -1367,14 +799,14 @@ class KServeTarget:
             obj = self._get(name, namespace)
             if obj is None:
                 progress = f"InferenceService {namespace}/{name} is gone"
-                return self._get_deployment(dep_name, namespace) is None
-            if self._get_deployment(dep_name, namespace) is not None:
+                return read_deployment(self.apps, dep_name, namespace) is None
+            if read_deployment(self.apps, dep_name, namespace) is not None:
                 progress = f"Deployment {dep_name} still exists"
                 return False
             predictor = ((obj.get("spec") or {}).get("predictor") or {}).get("name")
-            state = self.predictor_rollout(name, namespace, stamp_of(obj), predictor=predictor)
-            progress = f"production: {state.detail}" + ("" if self._ready(obj) else "; not Ready")
-            return state.done and self._ready(obj)
+            state = self._rollout(predictor_service_name(name, predictor), namespace, stamp_of(obj))
+            progress = f"production: {state.detail}" + ("" if is_ready(obj) else "; not Ready")
+            return state.done and is_ready(obj)
 
         def on_timeout(message: str) -> BaseException:
             return DeployTimeoutError(f"{message}; {progress}")
@@ -1450,7 +882,7 @@ class KServeTarget:
             )
         if not self.canary:
             return "replace", "canary rollouts are turned off (KServeTarget(canary=False))"
-        if not self._ready(before):
+        if not is_ready(before):
             return "replace", "production is not Ready, so there is nothing to keep serving"
         stable = (before.get("spec") or {}).get("predictor") or {}
         entry = build_canary(spec)
@@ -1487,7 +919,7 @@ class KServeTarget:
         production = (before.get("spec") or {}).get("predictor") or {}
         production_rollout = _predictor_stamp(production)
         what = f"canary {canary} of InferenceService {namespace}/{name}"
-        stale = self._stale(predictor_service_name(name, canary), namespace, rollout)
+        stale = stale_before(self.apps, predictor_service_name(name, canary), namespace, rollout)
 
         def add(obj: dict[str, Any] | None) -> dict[str, Any] | None:
             if obj is None:
@@ -1511,35 +943,25 @@ class KServeTarget:
             spec.canary_traffic_percent,
             production_rollout,
         )
-        with signals_raise():  # SIGTERM unwinds into the undo below, like Ctrl-C
-            try:
-                stored = self._write_spec(name, namespace, add, what=f"adding {what}") or {}
-            except DeployError:
-                raise  # refused: nothing of this run was stored
-            except BaseException as e:  # the write may have gone through
-                self._undo_canary(name, namespace, canary, rollout, e)
-                raise
+
+        def wait(stored: dict[str, Any] | None) -> dict[str, Any] | None:
             if canary_entry(stored, canary) is None:
                 return None
-            try:
-                obj, _ = self.wait_canary(
-                    name, namespace, canary=canary, rollout=rollout, stale=stale
-                )
-            except DeployError as e:
-                raise type(e)(
-                    f"{e}; {self._undo_canary(name, namespace, canary, rollout, e)}"
-                ) from e
-            except BaseException as e:
-                self._undo_canary(name, namespace, canary, rollout, e)
-                raise
+            return self.wait_canary(name, namespace, canary=canary, rollout=rollout, stale=stale)[0]
+
+        obj = guarded(
+            lambda: self._write_spec(name, namespace, add, what=f"adding {what}"),
+            wait,
+            lambda e: self._undo_canary(name, namespace, canary, rollout, e),
+        )
+        if obj is None:
+            return None
         address = service_url(predictor_service_name(name, canary), namespace)
-        return Deployment(
-            target="kserve",
-            name=name,
-            endpoint=address,
-            model=name,
-            ready_seconds=round(time.monotonic() - start, 3),
-            details={
+        return self._served(
+            spec,
+            obj,
+            start,
+            {
                 "namespace": namespace,
                 "role": "canary",
                 "run_id": spec.run_id,
@@ -1558,6 +980,7 @@ class KServeTarget:
                 "previous_spec": None,
                 "in_place_because": None,
             },
+            endpoint=address,
         )
 
     def _deploy_in_place(
@@ -1573,46 +996,16 @@ class KServeTarget:
         body = build_inference_service(spec)
         if before is None and spec.run_id:
             body["metadata"]["annotations"][CREATED_BY_ANNOTATION] = spec.run_id
-        rollout = body["spec"]["predictor"]["annotations"][ROLLOUT_ANNOTATION]
+        rollout = stamp_of(body)
         production = ((before or {}).get("spec") or {}).get("predictor") or {}
-        stale = self._stale_stall(
-            spec.name,
-            spec.namespace,
-            rollout,
-            spec.deployment_mode,
-            predictor=production.get("name"),
-        )
-        with signals_raise():  # SIGTERM unwinds into the restore below, like Ctrl-C
-            try:
-                stored = self.apply(body)
-            except DeployError:
-                raise  # refused: nothing of this run was stored
-            except BaseException as e:  # the write may have gone through
-                self._undo(spec, previous_spec, rollout, e)
-                raise
-            generation = (stored.get("metadata") or {}).get("generation")
-            try:
-                obj, _ = self.wait_ready(
-                    spec.name,
-                    spec.namespace,
-                    generation=generation,
-                    rollout=rollout,
-                    mode=spec.deployment_mode,
-                    stale_stall=stale,
-                )
-            except DeployError as e:
-                raise type(e)(f"{e}; {self._undo(spec, previous_spec, rollout, e)}") from e
-            except BaseException as e:
-                self._undo(spec, previous_spec, rollout, e)
-                raise
+        stale = self._stale(spec.name, spec.namespace, before, rollout, spec.deployment_mode)
+        obj, generation = self._apply_and_wait(spec, body, _previous(previous_spec), stale=stale)
         status = obj.get("status") or {}
-        return Deployment(
-            target="kserve",
-            name=spec.name,
-            endpoint=self._endpoint(obj),
-            model=spec.name,
-            ready_seconds=round(time.monotonic() - start, 3),
-            details={
+        return self._served(
+            spec,
+            obj,
+            start,
+            {
                 "namespace": spec.namespace,
                 "role": "first" if before is None else "replace",
                 "run_id": spec.run_id,
@@ -1633,46 +1026,16 @@ class KServeTarget:
             },
         )
 
-    def _undo(
-        self,
-        spec: DeploySpec,
-        previous_spec: dict[str, Any] | None,
-        rollout: str,
-        error: BaseException,
-    ) -> str:
-        """Restore what :meth:`deploy` replaced after ``error``; returns what was done.
-
-        A failure to restore is reported, not raised, so ``error`` stays the one the caller
-        sees; an error that is no :class:`DeployError` gets the report as a note. After an
-        interrupt (no ``Exception``) the restored spec is not waited for: a KFP cancel kills the
-        pod some seconds after its SIGTERM.
-        """
-        interrupted = not isinstance(error, Exception)
-        try:
-            undone = self._restore(
-                spec.name,
-                spec.namespace,
-                previous_spec,
-                spec.deployment_mode,
-                applied=rollout,
-                wait=not interrupted,
-            )
-        except Exception as restore_error:
-            undone = f"undoing the change failed too: {restore_error}"
-        return _report_undo(
-            error, undone, f"deploying InferenceService {spec.namespace}/{spec.name}"
-        )
-
     def _undo_canary(
         self, name: str, namespace: str, canary: str, rollout: str, error: BaseException
     ) -> str:
         """Remove the canary :meth:`deploy` added after ``error`` (as :meth:`_undo` restores)."""
-        interrupted = not isinstance(error, Exception)
-        try:
-            undone = self._remove_canary(name, namespace, canary, rollout, wait=not interrupted)
-        except Exception as remove_error:
-            undone = f"removing the canary failed too: {remove_error}"
-        return _report_undo(error, undone, f"deploying canary {canary} of {namespace}/{name}")
+        return undo_after(
+            error,
+            lambda wait: self._remove_canary(name, namespace, canary, rollout, wait=wait),
+            failed="removing the canary failed too",
+            what=f"deploying canary {canary} of {namespace}/{name}",
+        )
 
     def _remove_canary(
         self, name: str, namespace: str, canary: str, rollout: str | None, *, wait: bool = True
@@ -1690,13 +1053,13 @@ class KServeTarget:
 
         def drop(obj: dict[str, Any] | None) -> dict[str, Any] | None:
             if obj is None:
-                raise _Superseded(f"InferenceService {namespace}/{name} no longer exists")
+                raise Superseded(f"InferenceService {namespace}/{name} no longer exists")
             entry = canary_entry(obj, canary)
             if entry is None:
-                raise _Superseded(f"InferenceService {namespace}/{name} has no {what} any more")
+                raise Superseded(f"InferenceService {namespace}/{name} has no {what} any more")
             stamp = _predictor_stamp(entry.get("predictor"))
             if rollout is not None and stamp != rollout:
-                raise _Superseded(
+                raise Superseded(
                     f"{what} now carries rollout {stamp}, not {rollout}: another deploy changed it"
                 )
             spec = dict(obj["spec"])
@@ -1709,7 +1072,7 @@ class KServeTarget:
 
         try:
             self._write_spec(name, namespace, drop, what=f"removing {what}")
-        except _Superseded as e:
+        except Superseded as e:
             return f"{e}; nothing removed"
         if not wait:
             return f"removed the {what} (not waiting for its pods to go)"
@@ -1718,92 +1081,6 @@ class KServeTarget:
         except DeployError as e:
             return f"removed the {what}, but production does not serve alone yet: {e}"
         return f"removed the {what}; production serves alone (after {waited:.0f}s)"
-
-    def _restore(
-        self,
-        name: str,
-        namespace: str,
-        previous_spec: dict[str, Any] | None,
-        mode: str,
-        *,
-        applied: str | None = None,
-        wait: bool = True,
-    ) -> str:
-        """Put back ``previous_spec`` (None: delete the object) and wait until it serves again.
-
-        Args:
-            name: The InferenceService.
-            namespace: Its namespace.
-            previous_spec: The spec to put back; None: the object was new, delete it.
-            mode: Its deployment mode.
-            applied: The rollout stamp of the spec being undone: an object that carries another
-                one was changed by someone else since, and is left as it is.
-            wait: Wait until the restored spec serves again.
-
-        Returns what was done; a restored spec that does not serve again is reported, not
-        raised, so the error that caused the rollback stays the one the caller sees.
-        """
-        current = self._get(name, namespace)
-        if current is None:  # someone deleted it: don't resurrect it
-            return f"InferenceService {namespace}/{name} no longer exists; nothing restored"
-        if applied is not None and stamp_of(current) != applied:
-            if previous_spec is not None and stamp_of(current) == stamp_of({"spec": previous_spec}):
-                return (  # the change never got stored
-                    f"InferenceService {namespace}/{name} still has its previous spec; nothing "
-                    "to restore"
-                )
-            logger.warning(
-                "not restoring InferenceService %s/%s: it carries rollout %s, not %s",
-                namespace,
-                name,
-                stamp_of(current),
-                applied,
-            )
-            return (
-                f"not restored: InferenceService {namespace}/{name} now carries rollout "
-                f"{stamp_of(current)}, not {applied}, so another deploy changed it since; "
-                "left as it is"
-            )
-        if previous_spec is None:
-            self._delete(
-                name,
-                namespace,
-                resource_version=(current.get("metadata") or {}).get("resourceVersion"),
-            )
-            return f"deleted the new InferenceService {namespace}/{name}"
-        rollout = _predictor_stamp(previous_spec.get("predictor"))
-        current_predictor = ((current.get("spec") or {}).get("predictor") or {}).get("name")
-        stale = self._stale_stall(name, namespace, rollout, mode, predictor=current_predictor)
-        try:
-            stored = self.apply(
-                {"metadata": {"name": name, "namespace": namespace}, "spec": previous_spec},
-                only_if=applied,
-            )
-        except _Superseded as e:
-            return f"not restored: {e}; left as it is"
-        if not wait:
-            return (
-                f"restored the previous spec of InferenceService {namespace}/{name} (not waiting "
-                "for it to serve)"
-            )
-        try:
-            _, waited = self.wait_ready(
-                name,
-                namespace,
-                generation=(stored.get("metadata") or {}).get("generation"),
-                rollout=rollout,
-                mode=mode,
-                stale_stall=stale,
-            )
-        except DeployError as e:
-            return (
-                f"restored the previous spec of InferenceService {namespace}/{name}, but it "
-                f"does not serve again: {e}"
-            )
-        return (
-            f"restored the previous spec of InferenceService {namespace}/{name}; it serves again "
-            f"(after {waited:.0f}s)"
-        )
 
     def promote(self, deployment: Deployment) -> str:
         """Make the gated candidate production and wait until only it serves.
@@ -1845,22 +1122,22 @@ class KServeTarget:
         def swap(obj: dict[str, Any] | None) -> dict[str, Any] | None:
             nonlocal previous
             if obj is None:
-                raise _Superseded(f"InferenceService {namespace}/{name} no longer exists")
+                raise Superseded(f"InferenceService {namespace}/{name} no longer exists")
             entry = canary_entry(obj, canary)
             if entry is None:
                 if stamp_of(obj) == rollout:
                     return None  # promoted already (a retried step)
-                raise _Superseded(
+                raise Superseded(
                     f"the {what} is gone (rolled back?) and production carries rollout "
                     f"{stamp_of(obj)}"
                 )
             if _predictor_stamp(entry.get("predictor")) != rollout:
-                raise _Superseded(
+                raise Superseded(
                     f"canary {canary} now carries rollout "
                     f"{_predictor_stamp(entry.get('predictor'))}: another deploy changed it"
                 )
             if stamp_of(obj) != production_rollout:
-                raise _Superseded(
+                raise Superseded(
                     f"production changed since the candidate was gated beside it (rollout "
                     f"{stamp_of(obj)}, was {production_rollout})"
                 )
@@ -1879,34 +1156,31 @@ class KServeTarget:
         stable = predictor_service_name(
             name, (((current or {}).get("spec") or {}).get("predictor") or {}).get("name")
         )
-        stale = self._stale(stable, namespace, rollout)
-        with signals_raise():
+        stale = stale_before(self.apps, stable, namespace, rollout)
+
+        def write() -> dict[str, Any] | None:
             try:
-                stored = self._write_spec(name, namespace, swap, what=f"promoting the {what}")
-            except _Superseded as e:
+                return self._write_spec(name, namespace, swap, what=f"promoting the {what}")
+            except Superseded as e:
                 raise DeployError(f"not promoted: {e}") from e
-            except DeployError:
-                raise
-            except BaseException as e:  # the write may have gone through
-                self._undo_promotion(name, namespace, previous, mode, rollout, e)
-                raise
-            stored = stored or {}
-            try:
-                _, waited = self.wait_ready(
-                    name,
-                    namespace,
-                    generation=(stored.get("metadata") or {}).get("generation"),
-                    rollout=rollout,
-                    mode=mode,
-                    stale_stall=stale,
-                )
-                waited += self.wait_canary_gone(name, namespace, canary)
-            except DeployError as e:
-                undone = self._undo_promotion(name, namespace, previous, mode, rollout, e)
-                raise type(e)(f"promoting the {what}: {e}; {undone}") from e
-            except BaseException as e:
-                self._undo_promotion(name, namespace, previous, mode, rollout, e)
-                raise
+
+        def wait(stored: dict[str, Any] | None) -> float:
+            _, waited = self.wait_ready(
+                name,
+                namespace,
+                generation=((stored or {}).get("metadata") or {}).get("generation"),
+                rollout=rollout,
+                mode=mode,
+                stale_stall=stale,
+            )
+            return waited + self.wait_canary_gone(name, namespace, canary)
+
+        waited = guarded(
+            write,
+            wait,
+            lambda e: self._undo_promotion(name, namespace, previous, mode, rollout, e),
+            context=f"promoting the {what}: ",
+        )
         done = (
             f"promoted rollout {rollout} (run {details.get('run_id')}) of InferenceService "
             f"{namespace}/{name}: Deployment {stable} serves it alone and the canary {canary} is "
@@ -1925,21 +1199,17 @@ class KServeTarget:
         error: BaseException,
     ) -> str:
         """Put production's predictor back after a promotion that failed or was stopped."""
+        what = f"promoting into InferenceService {namespace}/{name}"
         if previous is None:
-            undone = "nothing was written; production unchanged"
-        else:
-            try:
-                undone = self._restore(
-                    name,
-                    namespace,
-                    previous,
-                    mode,
-                    applied=rollout,
-                    wait=isinstance(error, Exception),
-                )
-            except Exception as restore_error:
-                undone = f"putting production's predictor back failed too: {restore_error}"
-        return _report_undo(error, undone, f"promoting into InferenceService {namespace}/{name}")
+            return report_undo(error, "nothing was written; production unchanged", what)
+        return undo_after(
+            error,
+            lambda wait: self._restore(
+                name, namespace, _previous(previous), applied=rollout, wait=wait, mode=mode
+            ),
+            failed="putting production's predictor back failed too",
+            what=what,
+        )
 
     def rollback(self, deployment: Deployment) -> str:
         """Undo ``deployment`` after a failed check, and wait until production serves alone.
@@ -1966,9 +1236,9 @@ class KServeTarget:
             done = self._restore(
                 deployment.name,
                 namespace,
-                details.get("previous_spec"),
-                details.get("deployment_mode", "Standard"),
+                _previous(details.get("previous_spec")),
                 applied=details.get("rollout"),
+                mode=details.get("deployment_mode", "Standard"),
             )
         logger.warning("rolled back: %s", done)
         return done
@@ -2037,7 +1307,7 @@ class KServeTarget:
                     f"canaries of other runs ({', '.join(map(str, others))}) are gated beside it"
                 )
             mode = annotations.get(DEPLOYMENT_MODE_ANNOTATION, "Standard")
-            done = self._restore(name, namespace, None, mode, applied=stamp_of(obj))
+            done = self._restore(name, namespace, None, applied=stamp_of(obj), mode=mode)
             return f"run {run_id} created InferenceService {namespace}/{name}: {done}"
         return (
             f"nothing of run {run_id} to undo in InferenceService {namespace}/{name}: production "
@@ -2060,37 +1330,16 @@ class KServeTarget:
         self._delete(deployment.name, namespace)
 
     def _delete(self, name: str, namespace: str, *, resource_version: str | None = None) -> None:
-        """Delete the InferenceService (404 is fine); with ``resource_version``, only that one
-        (a ``preconditions`` delete: 409 when it changed since)."""
-        kwargs: dict[str, Any] = {}
-        if resource_version is not None:
-            kwargs["body"] = {"preconditions": {"resourceVersion": resource_version}}
+        """Delete the InferenceService (404 is fine); with ``resource_version``, only that one.
+
+        Raises:
+            DeployError: The API refused, or it changed since ``resource_version`` was read
+                (409 Conflict; not deleted).
+        """
         try:
-            self.api.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, **kwargs
-            )
-            logger.info("deleted InferenceService %s/%s", namespace, name)
-        except ApiException as e:
-            if e.status == 404:
-                return
-            if e.status == 409:
-                raise DeployError(
-                    f"deleting InferenceService {namespace}/{name}: it changed since it was read "
-                    "(409 Conflict); not deleted"
-                ) from e
-            raise _api_error(e, f"deleting InferenceService {namespace}/{name}") from e
-
-
-def _as_stale(value: Stale | str | None) -> Stale:
-    if isinstance(value, Stale):
-        return value
-    return Stale(frozenset({value}) if value else frozenset())
-
-
-def _report_undo(error: BaseException, undone: str, what: str) -> str:
-    """Log ``undone`` and attach it to an ``error`` that is no :class:`DeployError` (whose message
-    the caller extends)."""
-    if not isinstance(error, DeployError):
-        logger.error("%s stopped by %s; %s", what, type(error).__name__, undone)
-        error.add_note(undone)
-    return undone
+            super()._delete(name, namespace, resource_version=resource_version)
+        except Superseded as e:
+            raise DeployError(
+                f"deleting InferenceService {namespace}/{name}: it changed since it was read "
+                "(409 Conflict); not deleted"
+            ) from e

@@ -28,8 +28,10 @@ Readiness
     so neither says the *new* spec serves. As for the InferenceService
     (:mod:`modelgate.deploy.kserve`), the spec carries a rollout stamp, here in
     ``spec.annotations``, which the controller copies onto the Deployment's pod template
-    (``expectedSingleNodeMainDeployment``), and :func:`workload_rollout` waits until that
-    Deployment has rolled the stamp out the way ``kubectl rollout status`` judges it.
+    (``expectedSingleNodeMainDeployment``), and
+    :func:`~modelgate.deploy.kube.deployment_rollout` waits until that Deployment has rolled the
+    stamp out the way ``kubectl rollout status`` judges it. Unlike the InferenceService's, a
+    ``ProgressDeadlineExceeded`` of this rollout fails it, and ``ReplicaFailure`` is waited out.
 
 Endpoint
     Without ``spec.router`` the controller publishes one address, the workload Service
@@ -54,33 +56,27 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from modelgate.constants import RUNTIME_NAME
-from modelgate.deploy.crd import GROUP, LLM_API_VERSION, LLM_KIND, LLM_VERSION
-from modelgate.deploy.kserve import (
-    MANAGED_BY,
-    MODEL_MOUNT_PATH,
+from modelgate.deploy.crd import LLM_API_VERSION, LLM_KIND, LLM_VERSION
+from modelgate.deploy.kserve import MODEL_MOUNT_PATH, flag, rollout_hash
+from modelgate.deploy.kube import (
     ROLLOUT_ANNOTATION,
-    ApiException,
-    KServeTarget,
-    RolloutState,
-    _api_error,
-    _conditions_summary,
-    _Conflict,
-    _flag,
-    _resources,
-    _stall,
-    _Superseded,
-    rollout_hash,
+    RUN_ANNOTATION,
+    KubeTarget,
+    Seen,
+    Superseded,
+    Wanted,
+    container_resources,
+    is_ready,
+    object_labels,
 )
 from modelgate.deploy.spec import DEPLOYMENT_BACKED_MODES, DeploySpec, vllm_args
 from modelgate.deploy.target import Deployment
-from modelgate.errors import ConfigError, DeployError, DeployTimeoutError
+from modelgate.errors import ConfigError, DeployError
 from modelgate.images import VLLM_CPU_IMAGE
-from modelgate.processes import signals_raise
-from modelgate.retry import backoff, wait_until
 from modelgate.storage import scheme_of
 
 logger = logging.getLogger(__name__)
@@ -102,8 +98,8 @@ TEMPLATE_FLAGS = frozenset({"--model", "--port", "--served-model-name", "--tenso
 #: gives HOME, /tmp and the model cache emptyDirs, so nothing needs the image's root folders.
 CPU_RUN_AS_USER = 2000
 
-#: The pipeline run whose deploy wrote the current spec.
-RUN_ANNOTATION = "modelgate.io/run"
+# RUN_ANNOTATION (modelgate.deploy.kube), in metadata: the pipeline run whose deploy wrote the
+# current spec.
 #: The rollout stamp of the spec promoted last: the object is production while it carries it.
 PRODUCTION_ANNOTATION = "modelgate.io/production"
 #: What the current, not yet promoted, spec replaced: JSON ``{"spec", "annotations"}``.
@@ -114,7 +110,8 @@ STATE_ANNOTATIONS = (RUN_ANNOTATION, PRODUCTION_ANNOTATION, PREVIOUS_ANNOTATION)
 # (reconcileBaseRefs, config_merge.go), a stopped service, a missing scaling CRD (workload.go),
 # a gateway precondition that "won't resolve by retrying" (reconcileRouter, router.go). The
 # Deployment's ProgressDeadlineExceeded, which MainWorkloadReady copies, is judged on the
-# Deployment itself (workload_rollout), where a stale one of the previous rollout is told apart.
+# Deployment itself (kube.deployment_rollout), where a stale one of the previous rollout is told
+# apart.
 _FATAL_REASONS = frozenset(
     {
         "ConfigNotFound",
@@ -176,7 +173,7 @@ def llmisvc_args(spec: DeploySpec) -> list[str]:
     Raises:
         ConfigError: ``spec.extra_args`` sets a flag the template already fixes.
     """
-    clashes = [a for a in spec.extra_args if _flag(a) in TEMPLATE_FLAGS]
+    clashes = [a for a in spec.extra_args if flag(a) in TEMPLATE_FLAGS]
     if clashes:
         raise ConfigError(
             f"extra_args {clashes} override flags the LLMInferenceService template sets itself "
@@ -185,7 +182,7 @@ def llmisvc_args(spec: DeploySpec) -> list[str]:
             "size is the GPU count)"
         )
     full = vllm_args(spec, model_path=MODEL_MOUNT_PATH, port=WORKLOAD_PORT)
-    return [a for a in full if _flag(a) not in TEMPLATE_FLAGS]
+    return [a for a in full if flag(a) not in TEMPLATE_FLAGS]
 
 
 def spec_stamp(llm_spec: Mapping[str, Any]) -> str:
@@ -225,7 +222,7 @@ def build_llm_inference_service(spec: DeploySpec) -> dict[str, Any]:
     args = llmisvc_args(spec)
     if args:
         container["args"] = args
-    container["resources"] = _resources(spec)
+    container["resources"] = container_resources(spec)
     if spec.placement.accelerator_count == 0:
         # the template's image is llm-d's CUDA build; CPU mode names vLLM's CPU build, the
         # release modelgate pins (as kserve.runtime_image does for the ServingRuntime)
@@ -258,13 +255,7 @@ def build_llm_inference_service(spec: DeploySpec) -> dict[str, Any]:
         "metadata": {
             "name": spec.name,
             "namespace": spec.namespace,
-            "labels": {
-                **spec.labels,
-                "app.kubernetes.io/name": spec.name,
-                "app.kubernetes.io/component": "inference",
-                "app.kubernetes.io/part-of": "modelgate",
-                "app.kubernetes.io/managed-by": MANAGED_BY,
-            },
+            "labels": object_labels(spec),
             "annotations": annotations,
         },
         "spec": body,
@@ -289,79 +280,11 @@ def workload_name(obj: Mapping[str, Any]) -> str | None:
     return name if len(name) <= 63 else None
 
 
-def _condition(obj: Mapping[str, Any], ctype: str) -> Mapping[str, Any]:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return c
-    return {}
-
-
 def _failure(obj: Mapping[str, Any]) -> str | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if c.get("status") == "False" and c.get("reason") in _FATAL_REASONS:
             return f"{c.get('type')}=False ({c['reason']}): {c.get('message', '')}".rstrip(": ")
     return None
-
-
-def workload_rollout(
-    apps: Any, deployment: str, namespace: str, rollout: str | None, *, stale_stall: str | None
-) -> RolloutState:
-    """How far Deployment ``deployment`` is in serving the pod template stamped ``rollout``.
-
-    The judgement of :meth:`modelgate.deploy.kserve.KServeTarget.predictor_rollout` (kubectl
-    ``rollout status``), for a Deployment of any name: its template carries ``rollout``, its
-    controller observed it, no ``Progressing=False`` other than ``stale_stall``, and updated ==
-    available == desired replicas with no old ones left.
-
-    Raises:
-        DeployError: The API refused the read.
-    """
-    try:
-        dep = apps.read_namespaced_deployment(deployment, namespace)
-    except ApiException as e:
-        if e.status == 404:
-            return RolloutState(False, False, f"Deployment {deployment} not created yet")
-        raise _api_error(e, f"reading Deployment {namespace}/{deployment}") from e
-    template = dep.spec.template.metadata if dep.spec.template else None
-    if ((template.annotations if template else None) or {}).get(ROLLOUT_ANNOTATION) != rollout:
-        return RolloutState(False, False, f"Deployment {deployment} has the previous pod template")
-    status, generation = dep.status, dep.metadata.generation or 0
-    if ((status.observed_generation if status else None) or 0) < generation:
-        detail = f"Deployment {deployment} spec update not observed yet"
-        return RolloutState(True, False, detail, generation=generation)
-    note = ""
-    stall = _stall(dep)
-    if stall is not None:
-        reason, message = next(
-            (c.reason, c.message)
-            for c in status.conditions
-            if c.type == "Progressing" and c.status == "False"
-        )
-        if stall != stale_stall:
-            return RolloutState(
-                True,
-                False,
-                f"Deployment {deployment}",
-                failure=f"{reason}: {message}",
-                observed=True,
-                generation=generation,
-            )
-        note = f" (still reports the previous rollout's {reason})"
-    desired = 1 if dep.spec.replicas is None else dep.spec.replicas
-    updated = (status.updated_replicas if status else None) or 0
-    total = (status.replicas if status else None) or 0
-    available = (status.available_replicas if status else None) or 0
-    if updated < desired:
-        detail = f"{updated} of {desired} new replicas updated"
-    elif total > updated:
-        detail = f"{total - updated} old replicas still running"
-    elif available < updated:
-        detail = f"{available} of {updated} new replicas available"
-    else:
-        detail = f"Deployment {deployment} rolled out ({available} ready)"
-        return RolloutState(True, True, detail, observed=True, generation=generation)
-    detail = f"Deployment {deployment}: {detail}{note}"
-    return RolloutState(True, False, detail, observed=True, generation=generation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,193 +297,39 @@ def _state(obj: Mapping[str, Any] | None) -> dict[str, str]:
     return {k: annotations[k] for k in STATE_ANNOTATIONS if k in annotations}
 
 
-class LLMInferenceServiceTarget:
+class LLMInferenceServiceTarget(KubeTarget):
     """Deploys a :class:`DeploySpec` as a KServe LLMInferenceService, in place, and waits.
 
-    Args:
-        api: A ``kubernetes.client.CustomObjectsApi`` (or a test double with the same methods).
-        apps: A ``kubernetes.client.AppsV1Api`` to follow the main Deployment's rollout. When
-            both are omitted, in-cluster config is loaded, falling back to the kubeconfig.
-        timeout: Seconds to wait until the new spec serves.
-        poll_interval: Seconds between status reads.
-        endpoint: ``"address"`` (default): the first of ``status.addresses`` (the cluster-local
-            workload Service without ``spec.router``), then ``status.url``; ``"url"``: the
-            reverse.
-        field_manager: Field manager name recorded by the API server.
-
-    Raises:
-        ConfigError: Only one of ``api`` and ``apps`` is given, or no credentials are found.
+    The arguments are :class:`~modelgate.deploy.kube.KubeTarget`'s (``apps`` follows the main
+    Deployment); ``endpoint``: ``"address"`` (default): the first of ``status.addresses`` (the
+    cluster-local workload Service without ``spec.router``), then ``status.url``; ``"url"``: the
+    reverse.
     """
 
     name: Literal["llmisvc"] = "llmisvc"
+    kind: ClassVar[str] = LLM_KIND
+    version: ClassVar[str] = LLM_VERSION
+    plural: ClassVar[str] = PLURAL
+    # a ProgressDeadlineExceeded of this rollout fails it; ReplicaFailure is waited out
+    outwait_progress_deadline = False
+    replica_failure_fails = False
+    stamp_of = staticmethod(stamp_of)
 
-    def __init__(
-        self,
-        api: Any | None = None,
-        *,
-        apps: Any | None = None,
-        timeout: float = 1800.0,
-        poll_interval: float = 5.0,
-        endpoint: Literal["address", "url"] = "address",
-        field_manager: str = MANAGED_BY,
-    ) -> None:
-        if (api is None) != (apps is None):
-            raise ConfigError(
-                "LLMInferenceServiceTarget needs both api (CustomObjectsApi) and apps (AppsV1Api)"
-            )
-        if api is None:
-            api, apps = KServeTarget._default_apis()
-        self.api: Any = api
-        self.apps: Any = apps
-        self.timeout = timeout
-        self.poll_interval = poll_interval
-        self.endpoint = endpoint
-        self.field_manager = field_manager
+    def build(self, spec: DeploySpec) -> dict[str, Any]:
+        return build_llm_inference_service(spec)
 
-    # -- API helpers --------------------------------------------------------------------------
+    def workload(self, name: str, obj: Mapping[str, Any] | None, mode: str) -> str | None:
+        """The main Deployment (:func:`workload_name`; None before the object exists)."""
+        return workload_name(obj) if obj else None
 
-    def _get(self, name: str, namespace: str) -> dict[str, Any] | None:
-        try:
-            return self.api.get_namespaced_custom_object(
-                GROUP, LLM_VERSION, namespace, PLURAL, name
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise _api_error(e, f"reading LLMInferenceService {namespace}/{name}") from e
-
-    def _apply_once(self, body: dict[str, Any], only_if: str | None) -> dict[str, Any]:
-        meta = body["metadata"]
-        name, namespace = meta["name"], meta["namespace"]
-        existing = self._get(name, namespace)
-        if only_if is not None and (existing is None or stamp_of(existing) != only_if):
-            raise _Superseded(
-                f"LLMInferenceService {namespace}/{name} no longer exists"
-                if existing is None
-                else f"LLMInferenceService {namespace}/{name} now carries rollout "
-                f"{stamp_of(existing)}, not {only_if}: another deploy changed it"
-            )
-        try:
-            if existing is None:
-                logger.info("creating LLMInferenceService %s/%s", namespace, name)
-                return self.api.create_namespaced_custom_object(
-                    GROUP, LLM_VERSION, namespace, PLURAL, body, field_manager=self.field_manager
-                )
-            # Replace, so fields dropped from the spec go away; resourceVersion makes it a
-            # compare-and-swap. Foreign labels and annotations stay; modelgate's state
-            # annotations are exactly the body's.
-            updated = copy.deepcopy(existing)
-            updated.pop("status", None)
-            updated["spec"] = copy.deepcopy(body["spec"])
-            umeta = updated.setdefault("metadata", {})
-            annotations = {
-                k: v
-                for k, v in (umeta.get("annotations") or {}).items()
-                if k not in STATE_ANNOTATIONS
-            }
-            umeta["annotations"] = {**annotations, **meta.get("annotations", {})}
-            umeta["labels"] = {**(umeta.get("labels") or {}), **meta.get("labels", {})}
-            logger.info(
-                "updating LLMInferenceService %s/%s (resourceVersion %s)",
-                namespace,
-                name,
-                umeta.get("resourceVersion"),
-            )
-            return self.api.replace_namespaced_custom_object(
-                GROUP,
-                LLM_VERSION,
-                namespace,
-                PLURAL,
-                name,
-                updated,
-                field_manager=self.field_manager,
-            )
-        except ApiException as e:
-            if e.status == 409:
-                raise _Conflict(str(e)) from e
-            verb = "creating" if existing is None else "updating"
-            raise _api_error(e, f"{verb} LLMInferenceService {namespace}/{name}") from e
-
-    def apply(self, body: dict[str, Any], *, only_if: str | None = None) -> dict[str, Any]:
-        """Create ``body`` or replace the existing object's spec; returns the stored object.
-
-        A 409 (created or changed concurrently) re-reads and retries a few times.
-
-        Args:
-            body: The LLMInferenceService; its :data:`STATE_ANNOTATIONS` replace the stored ones.
-            only_if: Replace only an existing object whose spec carries this rollout stamp.
-
-        Raises:
-            DeployError: The API refused (403 names the RBAC fix) or conflicts persisted.
-            _Superseded: ``only_if`` is set and the object is gone or carries another stamp.
-        """
-        try:
-            return backoff(
-                lambda: self._apply_once(body, only_if),
-                retry_on=(_Conflict,),
-                attempts=5,
-                base_delay=0.2,
-                max_delay=2.0,
-                what=f"apply LLMInferenceService {body['metadata']['name']}",
-            )
-        except _Conflict as e:
-            raise DeployError(
-                f"LLMInferenceService {body['metadata']['name']} kept changing while being "
-                f"updated (409 Conflict): {e}"
-            ) from e
-
-    def _delete(self, name: str, namespace: str, *, resource_version: str | None = None) -> None:
-        kwargs: dict[str, Any] = {}
-        if resource_version:  # delete exactly what was read, not what someone wrote since
-            kwargs["body"] = {"preconditions": {"resourceVersion": resource_version}}
-        try:
-            self.api.delete_namespaced_custom_object(
-                GROUP, LLM_VERSION, namespace, PLURAL, name, **kwargs
-            )
-            logger.info("deleted LLMInferenceService %s/%s", namespace, name)
-        except ApiException as e:
-            if e.status == 404:
-                return
-            if e.status == 409:
-                raise _Superseded(
-                    f"LLMInferenceService {namespace}/{name} changed since it was read"
-                ) from e
-            raise _api_error(e, f"deleting LLMInferenceService {namespace}/{name}") from e
-
-    def server_dry_run(self, spec: DeploySpec) -> dict[str, Any]:
-        """Server-side dry-run create (``dryRun=All``): webhooks and schema run, nothing is stored.
-
-        Raises:
-            DeployError: The API server rejected the object.
-        """
-        body = build_llm_inference_service(spec)
-        try:
-            return self.api.create_namespaced_custom_object(
-                GROUP, LLM_VERSION, spec.namespace, PLURAL, body, dry_run="All"
-            )
-        except ApiException as e:
-            raise _api_error(
-                e, f"dry-run create of LLMInferenceService {spec.namespace}/{spec.name}"
-            ) from e
-
-    # -- readiness ----------------------------------------------------------------------------
-
-    def _stale_stall(self, obj: Mapping[str, Any] | None, rollout: str | None) -> str | None:
-        """The main Deployment's ``Progressing=False`` from before ``rollout`` was applied."""
-        dep_name = workload_name(obj) if obj else None
-        if dep_name is None:
-            return None
-        namespace = obj["metadata"]["namespace"] if obj else ""
-        try:
-            dep = self.apps.read_namespaced_deployment(dep_name, namespace)
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise _api_error(e, f"reading Deployment {namespace}/{dep_name}") from e
-        template = dep.spec.template.metadata if dep.spec.template else None
-        if ((template.annotations if template else None) or {}).get(ROLLOUT_ANNOTATION) == rollout:
-            return None
-        return _stall(dep)
+    def _replacement(self, existing: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+        # Foreign labels and annotations stay; modelgate's state annotations
+        # (STATE_ANNOTATIONS) are exactly the body's.
+        meta = dict(existing.get("metadata") or {})
+        meta["annotations"] = {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k not in STATE_ANNOTATIONS
+        }
+        return super()._replacement({**existing, "metadata": meta}, body)
 
     def _endpoint(self, obj: Mapping[str, Any]) -> str:
         status = obj.get("status") or {}
@@ -584,78 +353,36 @@ class LLMInferenceServiceTarget:
             "reports neither status.addresses nor status.url"
         )
 
-    def wait_ready(
-        self,
-        name: str,
-        namespace: str,
-        *,
-        generation: int | None,
-        rollout: str | None,
-        stale_stall: str | None = None,
-    ) -> tuple[dict[str, Any], float]:
-        """Poll until the spec stamped ``rollout`` serves; returns (object, seconds waited).
+    def _serves(self, obj: dict[str, Any], want: Wanted, seen: Seen) -> bool:
+        """Whether the LLMInferenceService serves the spec :meth:`wait_ready` waits for.
 
-        Served: the controller reconciled ``generation`` (``status.observedGeneration``), the
+        The controller reconciled ``want.generation`` (``status.observedGeneration``), the
         object is ``Ready``, and its main Deployment has rolled the stamp out
-        (:func:`workload_rollout`; ``stale_stall`` is a ``Progressing=False`` seen before the
-        spec was applied). Fails fast on a condition of this generation that will not heal.
+        (:func:`~modelgate.deploy.kube.deployment_rollout`; ``want.stale`` is what it reported
+        before the spec was applied). ``want.mode`` is not read: an LLMInferenceService always
+        runs a Deployment.
 
         Raises:
-            DeployError: A failure for this spec, or the object vanished or was changed.
-            DeployTimeoutError: Not serving within ``timeout``; the message has the last state.
+            DeployError: A condition of this generation that will not heal, or a failed rollout.
         """
-        last: dict[str, Any] = {}
-        progress = "no rollout observed"
-
-        def check() -> bool:
-            nonlocal last, progress
-            obj = self._get(name, namespace)
-            if obj is None:
-                raise DeployError(
-                    f"LLMInferenceService {namespace}/{name} was deleted while waiting"
-                )
-            last = obj
-            if rollout is not None and stamp_of(obj) != rollout:
-                raise DeployError(
-                    f"LLMInferenceService {namespace}/{name} was changed by another deploy while "
-                    f"waiting (its rollout is now {stamp_of(obj)}, this one's {rollout})"
-                )
-            observed = (obj.get("status") or {}).get("observedGeneration")
-            if generation is not None and (observed is None or observed < generation):
-                progress = f"generation {generation} not reconciled yet (observed {observed})"
-                return False
-            failure = _failure(obj)
-            if failure:
-                raise DeployError(f"LLMInferenceService {namespace}/{name} failed: {failure}")
-            dep_name = workload_name(obj)
-            if dep_name is None:
-                progress = "main workload not reported yet"
-                return False
-            state = workload_rollout(
-                self.apps, dep_name, namespace, rollout, stale_stall=stale_stall
-            )
-            progress = state.detail
-            if state.failure:
-                raise DeployError(
-                    f"LLMInferenceService {namespace}/{name} failed: {state.detail}: "
-                    f"{state.failure}"
-                )
-            return state.done and _condition(obj, "Ready").get("status") == "True"
-
-        def on_timeout(message: str) -> BaseException:
-            return DeployTimeoutError(
-                f"LLMInferenceService {namespace}/{name} (generation {generation}): {message}; "
-                f"rollout: {progress}; last conditions: {_conditions_summary(last)}"
-            )
-
-        waited = wait_until(
-            check,
-            timeout=self.timeout,
-            interval=self.poll_interval,
-            what=f"LLMInferenceService {namespace}/{name} to serve its new spec",
-            on_timeout=on_timeout,
-        )
-        return last, waited
+        what = self._what(want.name, want.namespace)
+        observed = (obj.get("status") or {}).get("observedGeneration")
+        generation = want.generation
+        if generation is not None and (observed is None or observed < generation):
+            seen.detail = f"generation {generation} not reconciled yet (observed {observed})"
+            return False
+        failure = _failure(obj)
+        if failure:
+            raise DeployError(f"{what} failed: {failure}")
+        dep_name = workload_name(obj)
+        if dep_name is None:
+            seen.detail = "main workload not reported yet"
+            return False
+        state = self._rollout(dep_name, want.namespace, want.rollout, want.stale)
+        seen.detail = state.detail
+        if state.failure:
+            raise DeployError(f"{what} failed: {state.detail}: {state.failure}")
+        return state.done and is_ready(obj)
 
     # -- DeployTarget -------------------------------------------------------------------------
 
@@ -690,37 +417,14 @@ class LLMInferenceServiceTarget:
         if previous is not None:
             state[PREVIOUS_ANNOTATION] = json.dumps(previous, sort_keys=True)
         body["metadata"]["annotations"].update(state)
-        stale = self._stale_stall(before, rollout)
-        with signals_raise():  # SIGTERM unwinds into the restore below, like Ctrl-C
-            try:
-                stored = self.apply(body)
-            except DeployError:
-                raise  # refused: nothing of this run was stored
-            except BaseException as e:  # the write may have gone through
-                self._undo(spec, previous, rollout, e)
-                raise
-            generation = (stored.get("metadata") or {}).get("generation")
-            try:
-                obj, _ = self.wait_ready(
-                    spec.name,
-                    spec.namespace,
-                    generation=generation,
-                    rollout=rollout,
-                    stale_stall=stale,
-                )
-            except DeployError as e:
-                raise type(e)(f"{e}; {self._undo(spec, previous, rollout, e)}") from e
-            except BaseException as e:
-                self._undo(spec, previous, rollout, e)
-                raise
+        stale = self._stale(spec.name, spec.namespace, before, rollout)
+        obj, generation = self._apply_and_wait(spec, body, previous, stale=stale)
         status = obj.get("status") or {}
-        return Deployment(
-            target="llmisvc",
-            name=spec.name,
-            endpoint=self._endpoint(obj),
-            model=spec.name,
-            ready_seconds=round(time.monotonic() - start, 3),
-            details={
+        return self._served(
+            spec,
+            obj,
+            start,
+            {
                 "namespace": spec.namespace,
                 "generation": generation,
                 "rollout": rollout,
@@ -733,114 +437,6 @@ class LLMInferenceServiceTarget:
                 "previous": previous,
             },
         )
-
-    def _undo(
-        self,
-        spec: DeploySpec,
-        previous: dict[str, Any] | None,
-        rollout: str | None,
-        error: BaseException,
-    ) -> str:
-        """Put back what :meth:`deploy` replaced after ``error``; returns what was done.
-
-        A failure to restore is reported, not raised; an error that is no
-        :class:`DeployError` gets the report as a note. After an interrupt the restored spec is
-        not waited for: a KFP cancel kills the pod some seconds after its SIGTERM.
-        """
-        interrupted = not isinstance(error, Exception)
-        try:
-            undone = self._restore(
-                spec.name, spec.namespace, previous, applied=rollout, wait=not interrupted
-            )
-        except Exception as restore_error:
-            undone = f"undoing the change failed too: {restore_error}"
-        if not isinstance(error, DeployError):
-            logger.error(
-                "deploying LLMInferenceService %s/%s stopped by %s; %s",
-                spec.namespace,
-                spec.name,
-                type(error).__name__,
-                undone,
-            )
-            error.add_note(undone)
-        return undone
-
-    def _restore(
-        self,
-        name: str,
-        namespace: str,
-        previous: Mapping[str, Any] | None,
-        *,
-        applied: str | None,
-        wait: bool = True,
-    ) -> str:
-        """Put back ``previous`` (None: delete the object), and wait until it serves again.
-
-        Args:
-            name: The LLMInferenceService.
-            namespace: Its namespace.
-            previous: ``{"spec", "annotations"}`` of what the spec being undone replaced; None:
-                the object was new, delete it.
-            applied: The rollout stamp of the spec being undone: an object that carries another
-                one was changed by someone else since, and is left as it is.
-            wait: Wait until the restored spec serves again.
-
-        Returns what was done; a restored spec that does not serve again is reported, not
-        raised, so the error that caused the rollback stays the one the caller sees.
-        """
-        what = f"LLMInferenceService {namespace}/{name}"
-        current = self._get(name, namespace)
-        if current is None:  # someone deleted it: don't resurrect it
-            return f"{what} no longer exists; nothing restored"
-        if applied is not None and stamp_of(current) != applied:
-            if previous is not None and stamp_of(current) == stamp_of(previous):
-                return f"{what} still has its previous spec; nothing to restore"
-            logger.warning(
-                "not restoring %s: it carries rollout %s, not %s", what, stamp_of(current), applied
-            )
-            return (
-                f"not restored: {what} now carries rollout {stamp_of(current)}, not {applied}, "
-                "so another deploy changed it since; left as it is"
-            )
-        if previous is None:
-            try:
-                self._delete(
-                    name,
-                    namespace,
-                    resource_version=(current.get("metadata") or {}).get("resourceVersion"),
-                )
-            except _Superseded as e:
-                return f"not deleted: {e}; left as it is"
-            return f"deleted the new {what}"
-        rollout = stamp_of(previous)
-        stale = self._stale_stall(current, rollout)
-        try:
-            stored = self.apply(
-                {
-                    "metadata": {
-                        "name": name,
-                        "namespace": namespace,
-                        "annotations": dict(previous.get("annotations") or {}),
-                    },
-                    "spec": copy.deepcopy(dict(previous["spec"])),
-                },
-                only_if=applied,
-            )
-        except _Superseded as e:
-            return f"not restored: {e}; left as it is"
-        if not wait:
-            return f"restored the previous spec of {what} (not waiting for it to serve)"
-        try:
-            _, waited = self.wait_ready(
-                name,
-                namespace,
-                generation=(stored.get("metadata") or {}).get("generation"),
-                rollout=rollout,
-                stale_stall=stale,
-            )
-        except DeployError as e:
-            return f"restored the previous spec of {what}, but it does not serve again: {e}"
-        return f"restored the previous spec of {what}; it serves again (after {waited:.0f}s)"
 
     def promote(self, deployment: Deployment) -> str:
         """Record the candidate as production; it already serves all traffic.
@@ -882,7 +478,7 @@ class LLMInferenceServiceTarget:
                 },
                 only_if=rollout,
             )
-        except _Superseded as e:
+        except Superseded as e:
             raise DeployError(f"{e}; not promoted") from e
         logger.info("%s", done)
         return done
@@ -962,5 +558,4 @@ __all__ = [
     "llmisvc_args",
     "stamp_of",
     "workload_name",
-    "workload_rollout",
 ]

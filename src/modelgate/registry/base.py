@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,6 +475,122 @@ def serving_stage(current: str | None, *, passed: bool, version: str, where: str
             "redeploying another version"
         )
     return current if passed else STAGE_REJECTED
+
+
+@dataclass(frozen=True)
+class ServingWrite:
+    """What :meth:`ServingRecorder.record_serving` has a backend write on a version."""
+
+    what: str
+    """``model:version``, for messages."""
+    updates: dict[str, PropertyValue]
+    """:func:`serving_updates`: measurements, verdict, summary and report (texts cut)."""
+    stage: str | None
+    """The stage after it (:func:`serving_stage`); None: the version has none, leave it."""
+    passed: bool
+    report: str
+    """The full report."""
+    summary: str
+
+
+class ServingRecorder(ABC):
+    """:meth:`RegistryBackend.record_serving` as both backends run it; a backend says how it
+    reads a version's stage and how it writes the result (:meth:`_read_serving_stage`,
+    :meth:`_write_serving`), and how long a stored text may be (:attr:`serving_text_limit`).
+    """
+
+    serving_text_limit: int
+    """Texts (summary, report) are cut to this many characters where they are stored."""
+
+    @abstractmethod
+    def describe(self) -> str: ...
+
+    def record_serving(
+        self,
+        record: RegistryRecord,
+        *,
+        passed: bool,
+        properties: Mapping[str, float | int | str],
+        report: str,
+        summary: str,
+    ) -> RegistryRecord:
+        """Store the serving gate's measurements, verdict, summary and report on the version.
+
+        Earlier measurements are replaced (:func:`is_serving_property`); the lineage, results
+        and card stay. A failed gate makes the version ``rejected``; a passed one leaves its
+        stage. Every write sets a whole value, so a retried step (or a retried request whose
+        answer was lost) writes the same again.
+
+        Args:
+            record: A ``"registered"`` record of the deployed candidate.
+            passed: The serving gate's verdict, stored as ``modelgate.serving_gate``.
+            properties: What it measured (:func:`serving_properties`: catalog names, doubles,
+                ``hardware_count`` int, ``hardware_type`` string).
+            report: Markdown report, stored as ``modelgate.serving_report`` (truncated).
+            summary: One line, stored as ``modelgate.serving_summary``: the reason of the
+                rejection when it failed.
+
+        Returns:
+            The record with the version's stage after it.
+
+        Raises:
+            ConfigError: The record is not registered, a measurement has an unknown name or
+                the wrong type, or a failed gate has no summary.
+            RegistryError: The version is gone, is ``production`` (never touched), or an
+                update failed.
+        """
+        what = self._serving_version_name(record)
+        updates = serving_updates(
+            passed=passed,
+            properties=properties,
+            report=report,
+            summary=summary,
+            limit=self.serving_text_limit,
+        )
+        version, current = self._read_serving_stage(record)
+        stage = serving_stage(current, passed=passed, version=what, where=self.describe())
+        self._write_serving(
+            version,
+            ServingWrite(
+                what=what,
+                updates=updates,
+                stage=stage,
+                passed=passed,
+                report=report,
+                summary=summary,
+            ),
+        )
+        verdict = updates[SERVING_GATE_PROPERTY]
+        logging.getLogger(type(self).__module__).info(
+            "recorded serving gate on %s: %s (%s), stage %s",
+            what,
+            verdict,
+            updates[SERVING_SUMMARY_PROPERTY],
+            stage,
+        )
+        return record.model_copy(
+            update={"stage": stage, "message": f"serving gate {verdict}: {summary.strip()}"}
+        )
+
+    def _serving_version_name(self, record: RegistryRecord) -> str:
+        """``model:version`` of the record, for messages; a backend may check the record here,
+        before the measurements are."""
+        return f"{record.model_name}:{record.version_name}"
+
+    @abstractmethod
+    def _read_serving_stage(self, record: RegistryRecord) -> tuple[Any, str | None]:
+        """The version as :meth:`_write_serving` takes it, and its stage now (``production``
+        for the version serving in production, however the backend marks it).
+
+        Raises:
+            ConfigError: The record is not registered.
+            RegistryError: The version is gone.
+        """
+
+    @abstractmethod
+    def _write_serving(self, version: Any, serving: ServingWrite) -> None:
+        """Write ``serving.updates`` and ``serving.stage`` (None: leave it) on the version,
+        removing earlier measurements not among them."""
 
 
 def truncate(text: str, limit: int) -> str:

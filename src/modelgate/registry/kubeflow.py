@@ -109,7 +109,6 @@ from modelgate.registry.base import (
     REQUEST_TIMEOUT,
     RETIRED_STAGES,
     SERVING_GATE_PROPERTY,
-    SERVING_SUMMARY_PROPERTY,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
     STAGE_PRODUCTION,
@@ -120,20 +119,18 @@ from modelgate.registry.base import (
     ProductionVersion,
     RegisterRequest,
     RegistryRecord,
+    ServingRecorder,
+    ServingWrite,
     TransientAnswer,
     create_or_adopt,
     describe_error,
     is_serving_property,
     probe_retry_if,
-    serving_stage,
-    serving_updates,
     transient_status,
     truncate,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from model_registry import ModelRegistry
     from model_registry.types import ModelVersion
 
@@ -275,7 +272,7 @@ def _client_class() -> type[ModelRegistry]:
     return _ConfiguredTokenOnly
 
 
-class KubeflowModelRegistry:
+class KubeflowModelRegistry(ServingRecorder):
     """:class:`~modelgate.registry.base.RegistryBackend` for the Kubeflow Model Registry.
 
     Args:
@@ -551,73 +548,30 @@ class KubeflowModelRegistry:
         )
         return record.model_copy(update={"stage": stage})
 
-    def record_serving(
-        self,
-        record: RegistryRecord,
-        *,
-        passed: bool,
-        properties: Mapping[str, float | int | str],
-        report: str,
-        summary: str,
-    ) -> RegistryRecord:
-        """Store the serving gate's measurements, verdict, summary and report on the version.
+    # record_serving: ServingRecorder's, with these steps.
 
-        Earlier measurements are replaced (:func:`~modelgate.registry.base.is_serving_property`);
-        the lineage, results and card stay. A failed gate makes the version ``rejected``; a
-        passed one leaves its stage. One update that writes the whole state, so a retried step
-        (or a retried request whose answer was lost) writes the same again.
+    serving_text_limit = GATE_REPORT_MAX_CHARS
 
-        Args:
-            record: A ``"registered"`` record of the deployed candidate.
-            passed: The serving gate's verdict, stored as ``modelgate.serving_gate``.
-            properties: What it measured (:func:`~modelgate.registry.base.serving_properties`:
-                catalog names, doubles, ``hardware_count`` int, ``hardware_type`` string).
-            report: Markdown report, stored as ``modelgate.serving_report`` (truncated).
-            summary: One line, stored as ``modelgate.serving_summary``: the reason of the
-                rejection when it failed.
-
-        Returns:
-            The record with the version's stage after it.
-
-        Raises:
-            ConfigError: The record is not registered, a measurement has an unknown name or
-                the wrong type, or a failed gate has no summary.
-            RegistryError: The version is gone, is ``production`` (never touched), or the
-                update failed.
-        """
+    def _serving_version_name(self, record: RegistryRecord) -> str:
         name, version = self._names_of(record, "record_serving")
-        updates = serving_updates(
-            passed=passed,
-            properties=properties,
-            report=report,
-            summary=summary,
-            limit=GATE_REPORT_MAX_CHARS,
-        )
+        return f"{name}:{version}"
+
+    def _read_serving_stage(self, record: RegistryRecord) -> tuple[Any, str | None]:
         client = self._connect()
         mv = self._version_of(client, record)
-        stage = serving_stage(
-            _stage(mv), passed=passed, version=f"{name}:{version}", where=self._url
-        )
+        return (client, mv), _stage(mv)
+
+    def _write_serving(self, version: Any, serving: ServingWrite) -> None:
+        """One update that writes the whole state: the lineage, results and card stay."""
+        client, mv = version
         # A PATCH carrying customProperties replaces them all: the server deletes those left out
         # (kubeflow/hub internal/platform/db/repository/generic_repository.go,
         # handleProperties), so earlier measurements not measured now go.
         kept = {k: v for k, v in (mv.custom_properties or {}).items() if not is_serving_property(k)}
-        mv.custom_properties = {**kept, **updates}
-        if stage is not None:
-            mv.custom_properties[STAGE_PROPERTY] = stage
-        self._call(f"update {name}:{version}", lambda: client.update(mv))
-        verdict = updates[SERVING_GATE_PROPERTY]
-        logger.info(
-            "recorded serving gate on %s:%s: %s (%s), stage %s",
-            name,
-            version,
-            verdict,
-            updates[SERVING_SUMMARY_PROPERTY],
-            stage,
-        )
-        return record.model_copy(
-            update={"stage": stage, "message": f"serving gate {verdict}: {summary.strip()}"}
-        )
+        mv.custom_properties = {**kept, **serving.updates}
+        if serving.stage is not None:
+            mv.custom_properties[STAGE_PROPERTY] = serving.stage
+        self._call(f"update {serving.what}", lambda: client.update(mv))
 
     def promote(self, record: RegistryRecord) -> str:
         """Make the version ``production`` and archive the model's previous production version.

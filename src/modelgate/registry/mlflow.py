@@ -70,7 +70,6 @@ from modelgate.registry.base import (
     REQUEST_TIMEOUT,
     RETIRED_STAGES,
     SERVING_GATE_PROPERTY,
-    SERVING_SUMMARY_PROPERTY,
     STAGE_ARCHIVED,
     STAGE_CANDIDATE,
     STAGE_PRODUCTION,
@@ -81,19 +80,17 @@ from modelgate.registry.base import (
     ProductionVersion,
     RegisterRequest,
     RegistryRecord,
+    ServingRecorder,
+    ServingWrite,
     TransientAnswer,
     create_or_adopt,
     describe_error,
     is_serving_property,
     probe_retry_if,
-    serving_stage,
-    serving_updates,
     transient_status,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from modelgate.evaluate import EvalResult
 
 logger = logging.getLogger(__name__)
@@ -142,7 +139,7 @@ def browse_hint(url: str) -> str:
     return f"open {redact_url(uri)} in a browser"
 
 
-class MLflowRegistry:
+class MLflowRegistry(ServingRecorder):
     """:class:`~modelgate.registry.base.RegistryBackend` on MLflow's Model Registry.
 
     Args:
@@ -379,46 +376,31 @@ class MLflowRegistry:
             update={"stage": stage, "message": f"evaluation recorded: {stage}"}
         )
 
-    def record_serving(
-        self,
-        record: RegistryRecord,
-        *,
-        passed: bool,
-        properties: Mapping[str, float | int | str],
-        report: str,
-        summary: str,
-    ) -> RegistryRecord:
-        """Store the serving gate's measurements, verdict, summary and report on the version
-        (tags; earlier measurement tags are removed), and on its run the full report
-        (``serving.md``) and the measurements (``serving.json``). A failed gate makes the
-        version ``rejected``; a passed one leaves its stage. Every write sets a whole value, so
-        a retried step writes the same again.
+    # record_serving: ServingRecorder's, with these steps.
 
-        Raises:
-            ConfigError: The record is not registered, a measurement has an unknown name or
-                the wrong type, or a failed gate has no summary.
-            RegistryError: The version is gone, is ``production`` (its tag or the
-                ``production`` alias; never touched), or an update failed.
-        """
-        updates = serving_updates(
-            passed=passed, properties=properties, report=report, summary=summary, limit=MAX_TAG
-        )
+    serving_text_limit = MAX_TAG
+
+    def _read_serving_stage(self, record: RegistryRecord) -> tuple[Any, str | None]:
+        """The version and its stage: ``production`` by its tag or the ``production`` alias."""
         mv = self._version_of(record)
-        client = self._client
-        what = f"{record.model_name}:{record.version_name}"
         current = (mv.tags or {}).get(STAGE_PROPERTY)
         alias = self._by_alias(mv.name)
         if alias is not None and str(alias.version) == str(mv.version):
             current = STAGE_PRODUCTION
-        stage = serving_stage(current, passed=passed, version=what, where=self._shown)
-        stale = [k for k in (mv.tags or {}) if is_serving_property(k) and k not in updates]
+        return mv, current
+
+    def _write_serving(self, version: Any, serving: ServingWrite) -> None:
+        """Tags (earlier measurement tags removed, the stage last), and on the version's run the
+        full report (``serving.md``) and the measurements (``serving.json``)."""
+        mv, client, what = version, self._client, serving.what
+        stale = [k for k in (mv.tags or {}) if is_serving_property(k) and k not in serving.updates]
         for key in stale:  # a tag that is not there is no error (MLflow's stores)
             self._call(
                 f"untag {what}", partial(client.delete_model_version_tag, mv.name, mv.version, key)
             )
-        tags = {k: repr(v) if isinstance(v, float) else str(v) for k, v in updates.items()}
-        if stage is not None:
-            tags[STAGE_PROPERTY] = stage
+        tags = {k: repr(v) if isinstance(v, float) else str(v) for k, v in serving.updates.items()}
+        if serving.stage is not None:
+            tags[STAGE_PROPERTY] = serving.stage
         for key, value in tags.items():  # the stage last
             self._call(
                 f"tag {what}",
@@ -426,29 +408,22 @@ class MLflowRegistry:
             )
         if mv.run_id:
             run_id = mv.run_id
-            measured = {k: v for k, v in updates.items() if is_serving_property(k)}
-            self._call("log serving report", lambda: client.log_text(run_id, report, "serving.md"))
+            measured = {k: v for k, v in serving.updates.items() if is_serving_property(k)}
+            self._call(
+                "log serving report", lambda: client.log_text(run_id, serving.report, "serving.md")
+            )
             self._call(
                 "log serving measurements",
                 lambda: client.log_dict(
                     run_id,
-                    {"passed": passed, "summary": summary.strip(), "properties": measured},
+                    {
+                        "passed": serving.passed,
+                        "summary": serving.summary.strip(),
+                        "properties": measured,
+                    },
                     "serving.json",
                 ),
             )
-        logger.info(
-            "recorded serving gate on %s: %s (%s), stage %s",
-            what,
-            tags[SERVING_GATE_PROPERTY],
-            tags[SERVING_SUMMARY_PROPERTY],
-            stage,
-        )
-        return record.model_copy(
-            update={
-                "stage": stage,
-                "message": f"serving gate {tags[SERVING_GATE_PROPERTY]}: {summary.strip()}",
-            }
-        )
 
     def promote(self, record: RegistryRecord) -> str:
         """Point the ``production`` alias at the version; archive the one it pointed at.
