@@ -107,3 +107,17 @@ def test_vllm_serving_the_tiny_model_passes_loose_bounds(served_tiny_model, tmp_
     assert _measured(proc.stdout, "itl_ms p95") > 0
     (m,) = json.loads(saved.read_text())["measurements"]
     assert m["successful"] >= 1 and m["errored"] == 0
+
+
+def test_vllm_serving_the_tiny_model_fails_an_impossible_ttft_bound(served_tiny_model, tmp_path):
+    load = "load: {profile: constant, rate: 1, duration_s: 2, prompt_tokens: 16, output_tokens: 8}"
+    bounds = "    - {metric: ttft_ms, stat: p95, max: 0.001}\n"
+    proc = run_cli(
+        "slo", "--endpoint", served_tiny_model.endpoint, "--model", served_tiny_model.model,
+        "--config", _config(tmp_path, bounds, load),
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    match = re.search(r"serving gate failed: ttft_ms p95 ([0-9.]+) > max 0.001$", proc.stdout, re.M)
+    assert match, proc.stdout
+    assert float(match.group(1)) > 0.001
