@@ -479,7 +479,7 @@ def serving_stage(current: str | None, *, passed: bool, version: str, where: str
 
 @dataclass(frozen=True)
 class ServingWrite:
-    """What :meth:`ServingRecorder.record_serving` has a backend write on a version."""
+    """What :meth:`BackendBase.record_serving` has a backend write on a version."""
 
     what: str
     """``model:version``, for messages."""
@@ -493,10 +493,12 @@ class ServingWrite:
     summary: str
 
 
-class ServingRecorder(ABC):
-    """:meth:`RegistryBackend.record_serving` as both backends run it; a backend says how it
-    reads a version's stage and how it writes the result (:meth:`_read_serving_stage`,
-    :meth:`_write_serving`), and how long a stored text may be (:attr:`serving_text_limit`).
+class BackendBase(ABC):
+    """What both registry backends run the same way: registrations made safe to repeat
+    (:meth:`_create_or_adopt`) and :meth:`RegistryBackend.record_serving`. A backend says how it
+    calls its server with retries (:meth:`_call`), how it reads a version's stage and writes
+    the serving result (:meth:`_read_serving_stage`, :meth:`_write_serving`), and how long a
+    stored text may be (:attr:`serving_text_limit`).
     """
 
     serving_text_limit: int
@@ -504,6 +506,22 @@ class ServingRecorder(ABC):
 
     @abstractmethod
     def describe(self) -> str: ...
+
+    @abstractmethod
+    def _call(self, what: str, fn: Callable[[], T]) -> T: ...
+
+    def _create_or_adopt(
+        self,
+        what: str,
+        *,
+        create: Callable[[], T],
+        find: Callable[[], T | None],
+        ours: Callable[[T], bool],
+    ) -> T:
+        """:func:`create_or_adopt` through this backend's retries."""
+        return create_or_adopt(
+            what, create=create, find=find, ours=ours, call=self._call, where=self.describe()
+        )
 
     def record_serving(
         self,

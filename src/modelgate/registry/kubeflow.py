@@ -116,13 +116,12 @@ from modelgate.registry.base import (
     STAGE_REJECTED,
     TOKEN_ENV,
     URL_ENV,
+    BackendBase,
     ProductionVersion,
     RegisterRequest,
     RegistryRecord,
-    ServingRecorder,
     ServingWrite,
     TransientAnswer,
-    create_or_adopt,
     describe_error,
     is_serving_property,
     probe_retry_if,
@@ -272,7 +271,7 @@ def _client_class() -> type[ModelRegistry]:
     return _ConfiguredTokenOnly
 
 
-class KubeflowModelRegistry(ServingRecorder):
+class KubeflowModelRegistry(BackendBase):
     """:class:`~modelgate.registry.base.RegistryBackend` for the Kubeflow Model Registry.
 
     Args:
@@ -548,7 +547,7 @@ class KubeflowModelRegistry(ServingRecorder):
         )
         return record.model_copy(update={"stage": stage})
 
-    # record_serving: ServingRecorder's, with these steps.
+    # record_serving: BackendBase's, with these steps.
 
     serving_text_limit = GATE_REPORT_MAX_CHARS
 
@@ -804,7 +803,7 @@ class KubeflowModelRegistry(ServingRecorder):
         (``_client.py``: ``_register_model``, ``_register_new_version``,
         ``_register_model_artifact``), made one at a time through the client's
         ``ModelRegistryAPIClient`` so that each is retried, and adopted after a lost answer, on
-        its own (:meth:`_create_or_adopt`).
+        its own (:meth:`~modelgate.registry.base.BackendBase._create_or_adopt`).
 
         Raises:
             RegistryError: A create failed, or a clash with what someone else created.
@@ -882,19 +881,6 @@ class KubeflowModelRegistry(ServingRecorder):
             ),
             find=lambda: client.get_model_artifact(name, version),
             ours=lambda found: found.uri == request.uri,
-        )
-
-    def _create_or_adopt(
-        self,
-        what: str,
-        *,
-        create: Callable[[], T],
-        find: Callable[[], T | None],
-        ours: Callable[[T], bool],
-    ) -> T:
-        """:func:`~modelgate.registry.base.create_or_adopt` through this backend's retries."""
-        return create_or_adopt(
-            what, create=create, find=find, ours=ours, call=self._call, where=self._url
         )
 
     def _probe(self, api_version: str) -> int:

@@ -77,13 +77,12 @@ from modelgate.registry.base import (
     STAGE_REJECTED,
     URL_ENV,
     VERSION_PROPERTY,
+    BackendBase,
     ProductionVersion,
     RegisterRequest,
     RegistryRecord,
-    ServingRecorder,
     ServingWrite,
     TransientAnswer,
-    create_or_adopt,
     describe_error,
     is_serving_property,
     probe_retry_if,
@@ -139,7 +138,7 @@ def browse_hint(url: str) -> str:
     return f"open {redact_url(uri)} in a browser"
 
 
-class MLflowRegistry(ServingRecorder):
+class MLflowRegistry(BackendBase):
     """:class:`~modelgate.registry.base.RegistryBackend` on MLflow's Model Registry.
 
     Args:
@@ -376,7 +375,7 @@ class MLflowRegistry(ServingRecorder):
             update={"stage": stage, "message": f"evaluation recorded: {stage}"}
         )
 
-    # record_serving: ServingRecorder's, with these steps.
+    # record_serving: BackendBase's, with these steps.
 
     serving_text_limit = MAX_TAG
 
@@ -563,19 +562,6 @@ class MLflowRegistry(ServingRecorder):
                 return True
             cause = cause.__cause__ or cause.__context__
         return isinstance(e, MlflowException) and transient_status(e.get_http_status_code())
-
-    def _create_or_adopt(
-        self,
-        what: str,
-        *,
-        create: Callable[[], T],
-        find: Callable[[], T | None],
-        ours: Callable[[T], bool],
-    ) -> T:
-        """:func:`~modelgate.registry.base.create_or_adopt` through this backend's retries."""
-        return create_or_adopt(
-            what, create=create, find=find, ours=ours, call=self._call, where=self._shown
-        )
 
     def _registered_model(self, name: str) -> Any | None:
         from mlflow.exceptions import MlflowException
