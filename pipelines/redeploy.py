@@ -8,13 +8,13 @@ Composed from the release pipeline's components (:mod:`pipelines.stages`); compi
 from kfp import compiler, dsl
 from modelgate.components import preflight_redeploy, resolve_version
 from modelgate.pipelines import PIPELINES_DIR
-from modelgate.pipelines.platform import no_cache, place, use_hf_token, use_store_secret
+from modelgate.pipelines.platform import no_cache, place
 from modelgate.pipelines.stages import (
     evaluate,
     gate_and_promote,
+    preflight,
     production_lookup,
     rollback_on_exit,
-    same_named,
 )
 
 from modelgate.params import RedeployParams, param_default
@@ -118,12 +118,7 @@ def build_redeploy(placement: Placement):
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
         # the exit handler undoes whatever this run deployed and did not promote
         with dsl.ExitHandler(rollback_on_exit(p, placement), name="redeploy"):
-            check = preflight_redeploy(**same_named(p, preflight_redeploy)).set_display_name(
-                "preflight"
-            )
-            no_cache(place(check, "gate", placement))
-            use_hf_token(check, hf_token_secret)
-            use_store_secret(check, model_store_secret)
+            check = preflight(p, placement, preflight_redeploy)
             version = resolve_version(
                 model_name=registered_model_name,
                 version_name=model_version,

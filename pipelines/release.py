@@ -27,9 +27,9 @@ from modelgate.pipelines.stages import (
     evaluate,
     gate_and_promote,
     gpu,
+    preflight,
     production_lookup,
     rollback_on_exit,
-    same_named,
 )
 
 from modelgate.params import param_default
@@ -145,12 +145,7 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         p = dict(locals())  # every run parameter's channel, for pipelines.stages
         # the exit handler undoes whatever this run deployed and did not promote
         with dsl.ExitHandler(rollback_on_exit(p, placement), name="release"):
-            check = preflight_release(**same_named(p, preflight_release)).set_display_name(
-                "preflight"
-            )
-            no_cache(place(check, "gate", placement))
-            use_hf_token(check, hf_token_secret)
-            use_store_secret(check, model_store_secret)
+            check = preflight(p, placement, preflight_release)
 
             download = download_model(
                 repo_id=model_id,

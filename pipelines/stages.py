@@ -43,6 +43,16 @@ def same_named(p: Params, component: Any) -> dict[str, Any]:
     return {name: p[name] for name in inputs if name in p}
 
 
+def preflight(p: Params, placement: Placement, component: Any) -> dsl.PipelineTask:
+    """The pipeline's first step: ``component`` (a preflight component) with every run
+    parameter it takes, uncached, with the Hub token and the store's keys to check them."""
+    task = component(**same_named(p, component)).set_display_name("preflight")
+    no_cache(place(task, "gate", placement))
+    use_hf_token(task, p["hf_token_secret"])
+    use_store_secret(task, p["model_store_secret"])
+    return task
+
+
 def gpu(p: Params) -> dict[str, Any]:
     """The GPU settings of GPU steps and the predictor."""
     return {

@@ -52,13 +52,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelgate.errors import ConfigError
 from modelgate.evaluate import EvalResult, MetricValue
 from modelgate.slo import ServingGateConfig
-from modelgate.validation import validated
+from modelgate.validation import parse_config_text, validated
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +155,7 @@ def load_gate_config(source: str | dict[str, Any] | GateConfig) -> GateConfig:
         return source
     data: Any = source
     if isinstance(source, str):
-        text = source
-        candidate = Path(source) if len(source) < 4096 and "\n" not in source else None
-        if candidate is not None and candidate.suffix in {".json", ".yaml", ".yml"}:
-            if not candidate.is_file():
-                raise ConfigError(f"gate config file {source!r} does not exist")
-            text = candidate.read_text()
-        try:
-            data = yaml.safe_load(text)  # YAML is a superset of JSON
-        except yaml.YAMLError as e:
-            raise ConfigError(f"gate config is neither JSON nor YAML: {e}") from e
+        data = parse_config_text(source, what="gate config")
     if isinstance(data, list):
         data = {"thresholds": data}
     if not isinstance(data, dict):

@@ -63,12 +63,11 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import requests
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelgate.errors import ConfigError, EndpointUnreachableError, ServingGateError, StorageError
 from modelgate.processes import group_members, signals_raise, stop_process_group
-from modelgate.validation import validated
+from modelgate.validation import parse_config_text, validated
 
 logger = logging.getLogger(__name__)
 
@@ -249,19 +248,6 @@ class ServingGateConfig(BaseModel):
     )
 
 
-def _parse_text(source: str, *, what: str) -> Any:
-    candidate = Path(source) if len(source) < 4096 and "\n" not in source else None
-    text = source
-    if candidate is not None and candidate.suffix in {".json", ".yaml", ".yml"}:
-        if not candidate.is_file():
-            raise ConfigError(f"{what} file {source!r} does not exist")
-        text = candidate.read_text()
-    try:
-        return yaml.safe_load(text)  # YAML is a superset of JSON
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} is neither JSON nor YAML: {e}") from e
-
-
 def load_serving_config(
     source: ServingGateConfig | str | os.PathLike[str] | dict[str, Any] | list[Any] | None,
 ) -> ServingGateConfig:
@@ -281,9 +267,9 @@ def load_serving_config(
         return source
     data: Any = source
     if isinstance(source, os.PathLike):
-        data = _parse_text(os.fspath(source), what="serving gate config")
+        data = parse_config_text(os.fspath(source), what="serving gate config")
     elif isinstance(source, str):
-        data = _parse_text(source, what="serving gate config")
+        data = parse_config_text(source, what="serving gate config")
     if data is None:
         return ServingGateConfig()
     if isinstance(data, list):

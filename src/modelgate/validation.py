@@ -1,4 +1,5 @@
-"""One place where pydantic's validation errors become a :class:`~modelgate.errors.ConfigError`.
+"""One place where pydantic's validation errors become a :class:`~modelgate.errors.ConfigError`,
+and where config text (inline JSON/YAML or a file naming it) is read.
 
 Every config modelgate reads (run parameters, params files, gate configs, placement, deploy
 specs) is a pydantic model; :func:`validated` turns its errors into one line per problem that
@@ -9,13 +10,37 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, get_args
 
+import yaml
 from pydantic import BaseModel, ValidationError
 
 from modelgate.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
+
+#: Suffixes that make a short one-line config argument a file to read instead of inline text.
+CONFIG_SUFFIXES = frozenset({".json", ".yaml", ".yml"})
+
+
+def parse_config_text(source: str, *, what: str) -> Any:
+    """The data in ``source``: JSON/YAML text, or the file it names (a one-line string ending in
+    ``.json``/``.yaml``/``.yml``).
+
+    Raises:
+        ConfigError: The named file does not exist, or the text is neither JSON nor YAML.
+    """
+    candidate = Path(source) if len(source) < 4096 and "\n" not in source else None
+    text = source
+    if candidate is not None and candidate.suffix in CONFIG_SUFFIXES:
+        if not candidate.is_file():
+            raise ConfigError(f"{what} file {source!r} does not exist")
+        text = candidate.read_text()
+    try:
+        return yaml.safe_load(text)  # YAML is a superset of JSON
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} is neither JSON nor YAML: {e}") from e
 
 
 def _models_in(annotation: Any) -> Iterator[type[BaseModel]]:
