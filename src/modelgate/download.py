@@ -4,10 +4,26 @@ The requested ``revision`` (branch, tag or sha) is resolved to the commit sha fi
 snapshot is downloaded at that sha, so a moving branch cannot change the files between the
 metadata call and the download. A manifest with every file's size and sha256 is written beside
 the weights and returned.
+
+Verified bytes: every downloaded file is checked against the Hub's own metadata at the pinned
+commit (``HfApi.get_paths_info``): the sha256 of an LFS file, the git blob id
+(``sha1(b"blob <size>\0" + content)``) of the others. A mismatch fails the download with a
+:class:`~modelgate.errors.DownloadError` naming the file, the expected and the actual hash; a
+file the server gives no hash for is checked by its size, with a warning saying so.
+
+Resumable downloads: each file is fetched with ``Range`` requests into
+``<target>/.cache/modelgate/<path>.incomplete``, which a failed attempt keeps, so a retry into
+the same folder transfers only the missing bytes (huggingface_hub 1.33 cannot do that across
+attempts: ``file_download._download_to_tmp_and_move`` writes a process-unique temporary file and
+deletes it on failure, see huggingface_hub PR #4228; its ``http_get`` resumes within one attempt
+only). :func:`download_to_store` downloads into ``work_dir()/modelgate-downloads/<key>``, one
+folder per commit and file selection, so a retried step of the same commit resumes there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import fnmatch
 import hashlib
 import json
@@ -15,6 +31,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,9 +44,18 @@ from modelgate.credentials import (
     redact_url,
     token_for,
 )
-from modelgate.errors import ConfigError, DownloadError, UnsafeWeightsError
+from modelgate.errors import ConfigError, DownloadError, StorageError, UnsafeWeightsError
 from modelgate.naming import base_key, recipe_fingerprint
-from modelgate.storage import open_store, read_file
+from modelgate.signing import SignatureInfo, sign_if_configured, stored_signature_info
+from modelgate.storage import (
+    clean_staging,
+    open_store,
+    read_file,
+    remember_sha256,
+    reusable,
+    scheme_of,
+    work_dir,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +76,15 @@ TOKENIZER_FILES = (
 CODE_CONFIG_FILES = ("config.json", "tokenizer_config.json")
 #: The safetensors format's own cap on its JSON header (``safetensors`` ``MAX_HEADER_SIZE``).
 SAFETENSORS_MAX_HEADER = 100_000_000
+#: Under :func:`~modelgate.storage.work_dir`: downloads of :func:`download_to_store` in progress,
+#: one folder per commit and file selection (kept when an attempt fails, for the retry).
+DOWNLOADS_DIR = "modelgate-downloads"
+#: Under a download's target folder: partial files (``<path>.incomplete``) and the lock.
+PARTIAL_DIR = ".cache/modelgate"
+#: Files downloaded at once.
+DOWNLOAD_WORKERS = 8
+#: Paths per ``get_paths_info`` request.
+PATHS_INFO_BATCH = 100
 
 
 def hub_token(
@@ -235,6 +271,183 @@ def sha256_file(path: Path, *, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def file_hashes(path: Path, *, git: bool, chunk_size: int = 1 << 20) -> tuple[str, str | None]:
+    """Hex sha256 of a file and, with ``git``, its git blob id
+    (``sha1(b"blob <size>\0" + content)``), in one read."""
+    sha256 = hashlib.sha256()
+    blob = None
+    if git:
+        blob = hashlib.sha1(usedforsecurity=False)
+        blob.update(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            sha256.update(chunk)
+            if blob is not None:
+                blob.update(chunk)
+    return sha256.hexdigest(), blob.hexdigest() if blob is not None else None
+
+
+@dataclass(frozen=True)
+class ExpectedFile:
+    """What the Hub says one file at the pinned commit is (None: it did not say)."""
+
+    path: str
+    size: int | None = None
+    sha256: str | None = None  # LFS files
+    blob_id: str | None = None  # git blob id, for files stored in git itself
+
+
+def hub_file_metadata(snapshot: Snapshot, *, token: str | bool | None) -> dict[str, ExpectedFile]:
+    """Size and hash of each file of ``snapshot`` from the Hub's metadata at its commit.
+
+    One ``paths-info`` request per :data:`PATHS_INFO_BATCH` files (``HfApi.get_paths_info``);
+    an LFS file's ``lfs.sha256`` is its content hash, another file's ``oid`` is its git blob id.
+
+    Raises:
+        DownloadError: The metadata could not be read.
+    """
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=snapshot.endpoint, token=token)
+    found: dict[str, ExpectedFile] = {}
+    files = sorted(snapshot.files)
+    for start in range(0, len(files), PATHS_INFO_BATCH):
+        try:
+            infos = api.get_paths_info(
+                snapshot.repo_id,
+                files[start : start + PATHS_INFO_BATCH],
+                revision=snapshot.commit_sha,
+            )
+        except (HfHubHTTPError, OSError) as e:
+            raise DownloadError(
+                f"could not read the file hashes of {snapshot.repo_id}@{snapshot.commit_sha} "
+                f"from {redact_url(snapshot.endpoint)}: {_first_line(e)}"
+            ) from e
+        for info in infos:
+            if not isinstance(info, RepoFile):
+                continue
+            lfs = info.lfs
+            found[info.path] = ExpectedFile(
+                path=info.path,
+                size=_int(lfs.size if lfs else info.size),
+                sha256=_hex(lfs.sha256 if lfs else None, 64),
+                blob_id=None if lfs else _hex(info.blob_id, 40),
+            )
+    return found
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and value >= 0 else None
+
+
+def _hex(value: object, length: int) -> str | None:
+    if isinstance(value, str) and len(value) == length:
+        with contextlib.suppress(ValueError):
+            int(value, 16)
+            return value.lower()
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"
+
+
+def check_file(path: Path, expected: ExpectedFile, *, where: str) -> str:
+    """Check a downloaded file against the Hub's metadata and return its sha256.
+
+    A file without a hash in the metadata is checked by its size, with a warning.
+
+    Raises:
+        DownloadError: The size or hash differs (names the file, expected and actual).
+    """
+    size = path.stat().st_size
+    if expected.size is not None and size != expected.size:
+        raise DownloadError(
+            f"{expected.path} from {where}: size expected {expected.size}, actual {size}; "
+            "retry the download (the file is fetched again)"
+        )
+    sha256, blob = file_hashes(path, git=expected.sha256 is None and expected.blob_id is not None)
+    for kind, want, got in (
+        ("sha256", expected.sha256, sha256),
+        ("git blob id", expected.blob_id, blob),
+    ):
+        if want is not None and got != want:
+            raise DownloadError(
+                f"{expected.path} from {where} does not match the Hub's metadata: {kind} "
+                f"expected {want}, actual {got}; the mirror or the connection altered it, "
+                "retry or use another endpoint"
+            )
+    if expected.sha256 is None and expected.blob_id is None:
+        logger.warning(
+            "%s gives no hash for %s: checked its size only (%s)",
+            where,
+            expected.path,
+            "no size either" if expected.size is None else f"{expected.size} bytes",
+        )
+    return sha256
+
+
+def _fetch_file(
+    snapshot: Snapshot, name: str, target: Path, *, size: int | None, headers: dict[str, str]
+) -> int:
+    """Download ``name`` into ``target`` unless it is there, resuming its partial file.
+
+    Returns:
+        The bytes this call transferred.
+
+    Raises:
+        DownloadError: The transfer failed (names the file and the redacted endpoint; the
+            partial file is kept for the retry).
+    """
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import http_get
+
+    final = target / name
+    if final.is_file():
+        return 0  # fetched by an earlier attempt; checked with the others
+    partial = target / PARTIAL_DIR / f"{name}.incomplete"
+    where = redact_url(snapshot.endpoint)
+    try:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        have = partial.stat().st_size if partial.is_file() else 0
+        if size is not None and have > size:
+            partial.unlink()
+            have = 0
+        if have:
+            logger.info("resuming %s at byte %d of %s", name, have, size)
+        url = hf_hub_url(
+            snapshot.repo_id, name, revision=snapshot.commit_sha, endpoint=snapshot.endpoint
+        )
+        with partial.open("ab") as fh:
+            # http_get asks for ``Range: bytes=<have>-`` and rewinds if the server ignores it
+            # (huggingface_hub file_download.http_get); it retries dropped reads in-process
+            http_get(
+                url,
+                fh,
+                resume_size=have,
+                headers=headers,
+                expected_size=size,
+                displayed_filename=name,
+            )
+            done = fh.tell()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial, final)
+    except Exception as e:  # httpx, HfHubHTTPError, OSError: all name the file and endpoint
+        kept = partial.stat().st_size if partial.is_file() else 0
+        if size is not None and kept > size:
+            partial.unlink(missing_ok=True)
+            kept = 0
+        message = _first_line(e).replace(snapshot.endpoint, where)
+        raise DownloadError(
+            f"download of {name} from {where} failed ({message}); retry the step: it resumes "
+            f"from the {kept} bytes kept"
+        ) from e
+    return done - have
+
+
 def build_manifest(
     target_dir: Path, *, repo_id: str, revision: str, commit_sha: str, endpoint: str
 ) -> DownloadManifest:
@@ -385,48 +598,56 @@ def download_snapshot(
 
     ``token`` (default ``$HF_TOKEN``) travels as in :func:`hub_token`.
 
+    Every file is checked against the Hub's metadata at the commit (see the module docstring);
+    a file that fails is deleted, so a retry fetches it again. A failed attempt keeps what it
+    fetched (whole files, and partial ones under ``.cache/modelgate``): a retry into the same
+    ``target_dir`` transfers only the missing bytes.
+
     Raises:
-        DownloadError: The download failed or produced no files.
+        DownloadError: A file could not be fetched (names the file and the redacted endpoint),
+            does not match the Hub's hash or size, or no file was downloaded.
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import build_hf_headers
 
     target = Path(target_dir)
     target.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     repo_id, commit_sha = snapshot.repo_id, snapshot.commit_sha
+    where = redact_url(snapshot.endpoint)
     logger.info(
-        "downloading %s@%s (commit %s) from %s",
-        repo_id,
-        snapshot.revision,
-        commit_sha,
-        redact_url(snapshot.endpoint),
+        "downloading %s@%s (commit %s) from %s", repo_id, snapshot.revision, commit_sha, where
     )
-    try:
-        snapshot_download(
-            repo_id,
-            revision=commit_sha,
-            local_dir=str(target),
-            allow_patterns=snapshot.allow_patterns,
-            ignore_patterns=snapshot.ignore_patterns,
-            endpoint=snapshot.endpoint,
-            token=hub_token(snapshot.endpoint, token, allow_insecure=allow_insecure_token),
-        )
-    except (HfHubHTTPError, OSError) as e:
-        raise DownloadError(f"download of {repo_id}@{commit_sha} failed: {e}") from e
-    shutil.rmtree(target / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
+    sent = hub_token(snapshot.endpoint, token, allow_insecure=allow_insecure_token)
+    expected = hub_file_metadata(snapshot, token=sent)
+    for name in snapshot.files:
+        if name not in expected:
+            logger.warning("%s lists no metadata for %s: nothing to check it against", where, name)
+    headers = build_hf_headers(token=sent)
+    transferred = _fetch_all(snapshot, target, expected=expected, headers=headers)
+    entries = []
+    for name in sorted(snapshot.files):
+        path = target / name
+        try:
+            sha256 = check_file(path, expected.get(name, ExpectedFile(name)), where=where)
+        except DownloadError:
+            path.unlink(missing_ok=True)  # the retry fetches it again
+            raise
+        entries.append(FileEntry(path=name, size=path.stat().st_size, sha256=sha256))
+    shutil.rmtree(target / ".cache", ignore_errors=True)  # partial files, lock
     for weights in sorted(target.rglob("*.safetensors")):
         check_safetensors(weights)
-    manifest = build_manifest(
-        target,
+    if not entries:
+        raise DownloadError(f"no files were downloaded for {repo_id}@{commit_sha}")
+    manifest = DownloadManifest(
         repo_id=repo_id,
         revision=snapshot.revision,
         commit_sha=commit_sha,
-        endpoint=redact_url(snapshot.endpoint),
+        endpoint=where,
+        files=entries,
+        downloaded_at=time.time(),
     )
-    if not manifest.files:
-        raise DownloadError(f"no files were downloaded for {repo_id}@{commit_sha}")
     manifest.seconds = round(time.monotonic() - started, 3)
+    logger.info("transferred %d bytes for %s@%s", transferred, repo_id, commit_sha)
     (target / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
     logger.info(
         "downloaded %d files (%d bytes) in %.1fs",
@@ -435,6 +656,47 @@ def download_snapshot(
         manifest.seconds,
     )
     return manifest
+
+
+def _fetch_all(
+    snapshot: Snapshot,
+    target: Path,
+    *,
+    expected: dict[str, ExpectedFile],
+    headers: dict[str, str],
+) -> int:
+    """Fetch every file of ``snapshot`` into ``target``, :data:`DOWNLOAD_WORKERS` at once.
+
+    Returns:
+        The bytes transferred.
+
+    Raises:
+        DownloadError: The first file that failed (the others finish or are not started).
+    """
+    names = sorted(snapshot.files, key=lambda n: -(expected.get(n, ExpectedFile(n)).size or 0))
+    with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
+        futures = [
+            pool.submit(
+                _fetch_file,
+                snapshot,
+                name,
+                target,
+                size=expected.get(name, ExpectedFile(name)).size,
+                headers=headers,
+            )
+            for name in names
+        ]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            future.cancel()  # not started yet: left for the retry
+    total = 0
+    for future in futures:
+        if not future.cancelled():
+            total += future.result()  # raises the first failure
+    failed = [f for f in futures if f.cancelled()]
+    if failed:
+        raise DownloadError(f"download of {snapshot.repo_id}@{snapshot.commit_sha} stopped")
+    return total
 
 
 def download_model(
@@ -498,6 +760,80 @@ class StoredModel:
     uri: str
     manifest: DownloadManifest
     reused: bool
+    #: The stored folder's signature (:mod:`modelgate.signing`); unsigned when signing is off.
+    signature: SignatureInfo = field(default_factory=lambda: SignatureInfo(signed=False))
+
+
+@contextlib.contextmanager
+def _download_folder(folder: Path) -> Iterator[Path]:
+    """``folder`` for one download at a time: a second process downloading the same commit
+    and selection meanwhile gets a private folder next to it (it resumes nothing)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / PARTIAL_DIR / "lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            private = folder.with_name(f"{folder.name}-{os.getpid()}-{time.time_ns()}")
+            logger.info("%s is in use by another download; downloading into %s", folder, private)
+            try:
+                private.mkdir(parents=True)
+                yield private
+            finally:
+                shutil.rmtree(private, ignore_errors=True)
+            return
+        yield folder
+
+
+def _link_into(staging: Path, dest: Path, manifest: DownloadManifest) -> None:
+    """Put the checked files of ``staging`` and the manifest into the store writer's ``dest``:
+    hard links where both are on one file system (no copy), else copies; each file's verified
+    sha256 is recorded for the store's marker (see :func:`modelgate.storage.remember_sha256`).
+
+    Raises:
+        StorageError: A file cannot be linked or copied.
+    """
+    for entry in manifest.files:
+        source, target = staging / entry.path, dest / entry.path
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        except OSError as e:
+            raise StorageError(f"cannot put {entry.path} into the store's staging: {e}") from e
+    remember_sha256((dest / f.path, f.sha256) for f in manifest.files)
+    (dest / MANIFEST_NAME).write_text(json.dumps(manifest.to_dict(), indent=2))
+
+
+def _forget_staging(staging: Path, uri: str, manifest: DownloadManifest) -> None:
+    """Remove the download folder once stored. Removing a hard link changes the ctime of the
+    stored file it shares, so a ``file://`` store's files that are still those links (same
+    inode) get their digests recorded again; other writers' files are left to be hashed."""
+    stored = _file_folder(uri) if scheme_of(uri) == "file" else None
+    inodes = {}
+    if stored is not None:
+        for entry in manifest.files:
+            with contextlib.suppress(OSError):
+                inodes[entry.path] = (staging / entry.path).stat().st_ino
+    shutil.rmtree(staging, ignore_errors=True)
+    if stored is None:
+        return
+    ours = []
+    for entry in manifest.files:
+        with contextlib.suppress(OSError):
+            if (stored / entry.path).stat().st_ino == inodes.get(entry.path):
+                ours.append((stored / entry.path, entry.sha256))
+    remember_sha256(ours)
+
+
+def _file_folder(uri: str) -> Path:
+    """The local folder of a ``file://`` URI."""
+    from urllib.parse import unquote, urlsplit
+
+    return Path(unquote(urlsplit(uri).path))
 
 
 def download_to_store(
@@ -517,7 +853,11 @@ def download_to_store(
 
     The folder's key holds the commit sha and a fingerprint of the file selection, so a
     re-run of the same commit reuses what is stored (a moving branch never does: it resolves
-    to a new sha). Only a completely written folder counts.
+    to a new sha). Only a completely written folder counts, and only after its content checks
+    against its marker (:func:`modelgate.storage.reusable`); a corrupt one is set aside and
+    downloaded again. The download goes through ``work_dir()/modelgate-downloads/<key>``, kept
+    when it fails, so a retry of the same commit fetches only what is missing; every file is
+    checked against the Hub's hashes before it is stored (see the module docstring).
 
     Args:
         repo_id: Hub repository id.
@@ -533,13 +873,18 @@ def download_to_store(
         allow_insecure_token: Send the token over plain ``http://`` to other hosts too; None
             reads ``$MODELGATE_ALLOW_INSECURE_TOKEN``.
 
+    The folder is signed before it is published when a signing key is configured
+    (:func:`modelgate.signing.sign_if_configured`).
+
     Returns:
-        Where the model is, its manifest, and whether it was already stored.
+        Where the model is, its manifest, whether it was already stored, and its signature.
 
     Raises:
-        ConfigError: Bad repo id or store URI, or no weights.
+        ConfigError: Bad repo id or store URI, no weights, or an unreadable signing key.
         UnsafeWeightsError: Pickle-only weights without ``allow_pickle``.
-        DownloadError: The hub could not be read.
+        DownloadError: The hub could not be read, a file could not be fetched (names the file
+            and the endpoint), or a file does not match the Hub's hash.
+        SignatureError: Signing failed (nothing is stored).
         StorageError: The store could not be read or written.
     """
     model_store = open_store(store)
@@ -555,15 +900,26 @@ def download_to_store(
         allow_insecure_token=allow_insecure_token,
     )
     key = base_key(repo_id, snapshot.commit_sha, fingerprint=snapshot.fingerprint)
-    if model_store.is_complete(key):
+    if reusable(model_store, key):  # content checked; a corrupt folder is set aside
         uri = model_store.uri(key)
         manifest = DownloadManifest.from_dict(json.loads(read_file(uri, MANIFEST_NAME)))
         logger.info("%s@%s is already stored at %s", repo_id, snapshot.commit_sha, uri)
-        return StoredModel(uri=uri, manifest=manifest, reused=True)
-    with model_store.writer(
-        key, source=f"{redact_url(snapshot.endpoint)}/{repo_id}@{snapshot.commit_sha}"
-    ) as d:
-        manifest = download_snapshot(
-            snapshot, target_dir=d, token=token, allow_insecure_token=allow_insecure_token
+        return StoredModel(
+            uri=uri, manifest=manifest, reused=True, signature=stored_signature_info(uri)
         )
-    return StoredModel(uri=model_store.uri(key), manifest=manifest, reused=False)
+    parent = work_dir() / DOWNLOADS_DIR
+    clean_staging(parent)
+    with _download_folder(parent / key.replace("/", "--")) as staging:
+        manifest = download_snapshot(
+            snapshot, target_dir=staging, token=token, allow_insecure_token=allow_insecure_token
+        )
+        with model_store.writer(
+            key, source=f"{redact_url(snapshot.endpoint)}/{repo_id}@{snapshot.commit_sha}"
+        ) as d:
+            _link_into(staging, d, manifest)
+            sign_if_configured(d)  # before the folder is published; the signature lives in it
+        uri = model_store.uri(key)  # another writer's copy if it published first
+        _forget_staging(staging, uri, manifest)
+    return StoredModel(
+        uri=uri, manifest=manifest, reused=False, signature=stored_signature_info(uri)
+    )

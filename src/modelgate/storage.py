@@ -17,11 +17,13 @@ Layout under the store root (one folder per key, written completely or not at al
     <model-slug>/<commit-sha>/<scheme>-<fingerprint>/  a quantized candidate
     inputs/<kind>-<digest>/                            task folders, calibration data
     .staging/<host>-<pid>-<id>/                        file:// only: folders being written
+    .corrupt/<key>.<time>.<id>/                        file:// only: folders set aside
 
-Every folder ends with :data:`MARKER` (written last), which lists its files and sizes: a folder
-without it is incomplete and is never served. No folder name is a string prefix of a sibling's,
-because KServe's S3 downloader lists objects by raw string prefix and would also fetch a sibling
-``base-old/`` for ``base`` (``kserve_storage.Storage._download_s3``).
+Every folder ends with :data:`MARKER` (written last), which lists its files, their sizes and
+sha256 (on S3 also each object's ETag): a folder without it is incomplete and is never served.
+No folder name is a string prefix of a sibling's, because KServe's S3 downloader lists objects
+by raw string prefix and would also fetch a sibling ``base-old/`` for ``base``
+(``kserve_storage.Storage._download_s3``).
 
 Concurrent writers (first writer wins)
 --------------------------------------
@@ -52,6 +54,31 @@ writers discard their copy and use the winner's, and readers see a complete fold
 
 Readers (:meth:`~ModelStore.is_complete`, :func:`fetch`, :func:`read_file`) read only what a marker
 describes, after checking that each of its paths is relative and stays inside the folder.
+
+Verified content
+----------------
+
+Whatever reads a stored folder's bytes checks each file against the sha256 its marker records
+(:func:`verify`: :func:`fetch`, :func:`fetch_files`, :func:`fetch_like_kserve`,
+:func:`read_file`); markers written before per-file digests are checked by size, with a log line
+saying so. A step that reuses a folder instead of writing it (:func:`reusable`) checks it first:
+``file://`` every file's sha256, ``s3://`` each object's size and ETag without downloading it.
+Digests are cached per machine (:func:`file_sha256`), so a warm check costs a ``stat`` per file.
+
+A complete folder whose content fails that check is *set aside* so that its key can be written
+again, and first writer wins still holds (a complete folder is never overwritten in place, and
+readers see a complete folder or none):
+
+* ``file://``: one ``os.rename`` moves it to ``<root>/.corrupt/<key>.<time>.<id>/``; if another
+  process had set it aside and published a new copy in between, the rename moved that copy
+  (its marker is not the one checked) and it is renamed back. Set-aside folders are removed
+  like stale staging after :data:`STALE_STAGING_S`.
+* ``s3://``: the key's marker is deleted with ``If-Match: <the ETag of the marker checked>``, so
+  a marker another writer published meanwhile stays (412). The key is then free for the next
+  writer's conditional put as usual; the old writer folder, no longer named, is stale staging.
+  On a server that ignores ``If-Match`` on deletes, two processes setting aside the same folder
+  at once may delete a marker just published; its writer folder then goes stale and the key is
+  written again (a re-download), never mixed.
 Staging left by killed runs is removed by the next writer: ``file://`` staging folders whose
 process is gone (same host) or older than :data:`STALE_STAGING_S`, and on S3 the ``<key>/<id>/``
 folders the marker does not name whose newest object is older than that (listings are bounded by
@@ -71,6 +98,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -97,12 +125,15 @@ STALE_STAGING_S = 24 * 3600.0
 #: Entries one cleanup looks at, at most (a bounded listing).
 CLEAN_LIMIT = 1000
 STAGING_DIR = ".staging"
+#: ``file://`` only: complete folders whose content failed its check, set aside.
+CORRUPT_DIR = ".corrupt"
 #: Under :func:`work_dir`: local copies being uploaded to S3, or downloaded from it.
 SCRATCH_DIR = "modelgate-staging"
 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 _OWNER = re.compile(r"(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[0-9a-f]{32}$")
 _FOLDER = re.compile(r"^[0-9a-f]{32}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING = ("404", "NoSuchKey", "NotFound")
 #: Hex digits of the content digest in a staged input's key (``inputs/<kind>-<digest>``).
 DIGEST_CHARS = 16
@@ -225,13 +256,22 @@ def _s3_parts(uri: str) -> tuple[str, str]:
 
 @dataclass(frozen=True)
 class StoredFile:
-    """One file of a stored folder."""
+    """One file of a stored folder: its path, size and (markers written since per-file digests
+    exist) sha256; on S3 also the ETag the server gave the uploaded object."""
 
     path: str
     size: int
+    sha256: str | None = None
+    etag: str | None = None
+
+    def entry(self) -> dict[str, Any]:
+        """The marker's JSON entry (fields that are None are left out)."""
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
 
-def _listing(folder: Path, *, key: str = "") -> list[StoredFile]:
+def _listing(folder: Path, *, key: str = "", hashes: bool = False) -> list[StoredFile]:
+    """The files of ``folder`` (without its marker) as a marker lists them; with ``hashes``,
+    each with its sha256 (through the digest cache, see :func:`file_sha256`)."""
     files = [
         StoredFile(p.relative_to(folder).as_posix(), p.stat().st_size)
         for p in sorted(folder.rglob("*"))
@@ -241,12 +281,15 @@ def _listing(folder: Path, *, key: str = "") -> list[StoredFile]:
         reason = unsafe_path(f.path)
         if reason:  # readers refuse such a marker entry, so never write one
             raise StorageError(f"cannot store {key or folder!r}: file name {f.path!r} {reason}")
+    if hashes:
+        with _digest_db() as db:
+            files = [StoredFile(f.path, f.size, _sha256_with(db, folder / f.path)) for f in files]
     return files
 
 
 def _marker_text(files: list[StoredFile], source: str, *, folder: str | None = None) -> str:
     doc: dict[str, Any] = {
-        "files": [f.__dict__ for f in files],
+        "files": [f.entry() for f in files],
         "bytes": sum(f.size for f in files),
         "source": source,
         "written_at": time.time(),
@@ -297,7 +340,10 @@ class _Marker:
 def _parse_marker(text: str | bytes, *, where: str) -> _Marker:
     try:
         doc = json.loads(text)
-        files = [StoredFile(f["path"], int(f["size"])) for f in doc["files"]]
+        files = [
+            StoredFile(f["path"], int(f["size"]), f.get("sha256"), f.get("etag"))
+            for f in doc["files"]
+        ]
         folder = doc.get("folder")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise StorageError(f"{where}: {MARKER} is not a modelgate store marker: {e}") from e
@@ -308,6 +354,10 @@ def _parse_marker(text: str | bytes, *, where: str) -> _Marker:
                 f"{where}: {MARKER} lists the unsafe file {f.path!r} "
                 f"({reason or 'negative size'}); refusing to read the folder"
             )
+        if f.sha256 is not None and not (isinstance(f.sha256, str) and _SHA256.match(f.sha256)):
+            raise StorageError(f"{where}: {MARKER} lists {f.path!r} with a malformed sha256")
+        if f.etag is not None and not isinstance(f.etag, str):
+            raise StorageError(f"{where}: {MARKER} lists {f.path!r} with a malformed etag")
     if folder is not None and not (isinstance(folder, str) and _FOLDER.match(folder)):
         raise StorageError(f"{where}: {MARKER} names the unsafe folder {folder!r}")
     return _Marker(files=files, folder=folder, doc=doc)
@@ -322,17 +372,36 @@ def read_marker(text: str, *, uri: str = "") -> list[StoredFile]:
     return _parse_marker(text, where=uri or MARKER).files
 
 
+class ContentMismatchError(StorageError):
+    """A stored file is missing, or its size or sha256 is not what the folder's marker says."""
+
+
+#: The fix a :class:`ContentMismatchError` names.
+MISMATCH_FIX = (
+    "the stored folder was changed after it was written; delete it from the store and re-run "
+    "the step that wrote it (a re-run download replaces a base folder by itself)"
+)
+
+
 def verify(folder: Path, expected: list[StoredFile], *, uri: str) -> None:
-    """Check that ``folder`` holds every expected file with its size.
+    """Check that ``folder`` holds every expected file with its size and, where the marker
+    records one, its sha256 (old markers without digests: sizes only).
+
+    Digests come from :func:`file_sha256`, so a folder checked before on this machine and not
+    touched since is not read again.
 
     Raises:
-        StorageError: Files are missing or truncated (names the first few).
+        ContentMismatchError: Files are missing or truncated (names the first few), or a file's
+            content does not match its sha256 (one line: file, expected, actual, the fix).
+        StorageError: A file cannot be read.
     """
     problems = []
     for f in expected:
         path = folder / f.path
         try:
             size = path.stat().st_size if path.is_file() else None
+        except FileNotFoundError:  # removed since is_file
+            size = None
         except OSError as e:
             raise StorageError(f"cannot check {f.path} of {uri}: {e}") from e
         if size is None:
@@ -341,7 +410,170 @@ def verify(folder: Path, expected: list[StoredFile], *, uri: str) -> None:
             problems.append(f"{f.path} has {size} bytes, expected {f.size}")
     if problems:
         more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise StorageError(f"fetch of {uri} is incomplete: {'; '.join(problems[:5])}{more}")
+        raise ContentMismatchError(f"fetch of {uri} is incomplete: {'; '.join(problems[:5])}{more}")
+    unhashed = [f.path for f in expected if f.sha256 is None]
+    if unhashed:
+        logger.info(
+            "%s: its %s records no sha256 for %d file(s) (written before per-file digests); "
+            "checked their sizes only",
+            uri,
+            MARKER,
+            len(unhashed),
+        )
+    with _digest_db() as db:
+        for f in expected:
+            if f.sha256 is None:
+                continue
+            try:
+                actual = _sha256_with(db, folder / f.path)
+            except FileNotFoundError as e:  # gone since its size was checked
+                raise ContentMismatchError(f"fetch of {uri} is incomplete: {f.path} missing") from e
+            except OSError as e:
+                raise StorageError(f"cannot read {f.path} of {uri}: {e}") from e
+            if actual != f.sha256:
+                raise ContentMismatchError(
+                    f"{uri}: {f.path} does not match its {MARKER}: sha256 expected {f.sha256}, "
+                    f"actual {actual}; {MISMATCH_FIX}"
+                )
+
+
+#: Under :func:`work_dir`: the verified-digest cache (see :func:`file_sha256`).
+DIGEST_CACHE = "modelgate-digests.sqlite"
+#: Rows the digest cache keeps before forgetting those whose file is gone.
+DIGEST_CACHE_ROWS = 100_000
+_CHUNK = 1 << 20
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int, int]:
+    """(real path, size, mtime_ns, ctime_ns, inode) of the file ``path`` (links followed)."""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+
+
+@contextlib.contextmanager
+def _digest_db() -> Iterator[sqlite3.Connection | None]:
+    """The digest cache, or None when it cannot be opened (then every file is read)."""
+    try:
+        db = sqlite3.connect(work_dir() / DIGEST_CACHE, timeout=30)
+    except (sqlite3.Error, StorageError, OSError) as e:
+        logger.debug("digest cache unavailable (%s): hashing every file", e)
+        yield None
+        return
+    try:
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+            "mtime_ns INTEGER, ctime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+        )
+        yield db
+        if db.total_changes:
+            (rows,) = db.execute("SELECT count(*) FROM digests").fetchone()
+            if rows > DIGEST_CACHE_ROWS:  # forget files that are gone
+                paths = [p for (p,) in db.execute("SELECT path FROM digests")]
+                gone = [(p,) for p in paths if not os.path.exists(p)]
+                db.executemany("DELETE FROM digests WHERE path=?", gone)
+        db.commit()
+    except sqlite3.Error as e:  # a cache: a broken one costs time, not correctness
+        logger.debug("digest cache error (%s): hashing every file", e)
+    finally:
+        db.close()
+
+
+def _cached(db: sqlite3.Connection | None, key: tuple[str, int, int, int, int]) -> str | None:
+    if db is None:
+        return None
+    try:
+        row = db.execute(
+            "SELECT sha256 FROM digests WHERE path=? AND size=? AND mtime_ns=? AND ctime_ns=? "
+            "AND inode=?",
+            key,
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    return str(row[0]) if row else None
+
+
+def _remember(db: sqlite3.Connection | None, key: tuple[str, int, int, int, int], sha: str) -> None:
+    if db is None:
+        return
+    try:
+        db.execute("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?)", (*key, sha))
+    except sqlite3.Error as e:
+        logger.debug("cannot record a digest (%s)", e)
+
+
+def sha256_stream(path: Path) -> str:
+    """Hex sha256 of the file ``path``, read in chunks (no cache)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of the file ``path`` through the verified-digest cache.
+
+    The cache (an SQLite file :data:`DIGEST_CACHE` under :func:`work_dir`) maps
+    ``(real path, size, mtime_ns, ctime_ns, inode)`` to the sha256 of the bytes read when the
+    entry was made, so re-checking a stored folder that was not touched since costs one
+    ``stat`` per file instead of reading every byte (a warm re-release of a multi-GB model).
+    Any write to a file changes its ctime, and ctime cannot be set from user space (unlike
+    mtime, which ``touch -d`` or ``os.utime`` restore), so a same-size edit with a restored
+    mtime still misses the cache and is read. Replacing the file changes its inode and ctime.
+    The cache is trusted as much as the work folder holding it (the same user can write both
+    the store and it); a cache that cannot be opened means every file is read.
+
+    Raises:
+        OSError: The file cannot be read.
+    """
+    with _digest_db() as db:
+        return _sha256_with(db, path)
+
+
+def _sha256_with(db: sqlite3.Connection | None, path: Path) -> str:
+    key = _stat_key(path)
+    found = _cached(db, key)
+    if found:
+        return found
+    sha = sha256_stream(Path(key[0]))
+    if _stat_key(path) == key:  # not changed while it was read
+        _remember(db, key, sha)
+    return sha
+
+
+def _carry_digests(old: Path, new: Path, files: list[StoredFile]) -> None:
+    """After ``old`` was renamed to ``new``: its files' cached digests, for their new paths.
+
+    Renaming a folder changes neither inode, size, mtime nor ctime of the files in it, so an
+    entry of ``old/<f>`` with exactly the stat of ``new/<f>`` is the same, unchanged file.
+    """
+    old_real = os.path.realpath(old)
+    with _digest_db() as db:
+        for f in files:
+            try:
+                key = _stat_key(new / f.path)
+            except OSError:
+                continue
+            sha = _cached(db, (os.path.join(old_real, f.path), *key[1:]))
+            if sha:
+                _remember(db, key, sha)
+
+
+def remember_sha256(digests: Iterable[tuple[Path, str]]) -> None:
+    """Record each ``(path, sha256)`` as the digest of the file as it is now, for
+    :func:`file_sha256` (files that are gone are skipped).
+
+    Only for bytes this process has just hashed itself (e.g. a file it downloaded, hashed and
+    then linked or moved: that keeps the bytes, but changes the path or the ctime).
+    """
+    with _digest_db() as db:
+        for path, sha256 in digests:
+            try:
+                key = _stat_key(path)
+            except OSError:
+                continue
+            _remember(db, key, sha256)
 
 
 def _pid_exists(pid: int) -> bool:
@@ -430,6 +662,23 @@ class ModelStore(Protocol):
         """Write and delete a probe object, or raise :class:`StorageError` naming the fix."""
         ...
 
+    def reuse(self, key: str) -> bool:
+        """True if ``key`` is complete and its content checks; a complete folder that fails
+        the check is set aside (see the module docstring) and False returned."""
+        ...
+
+
+def reusable(store: ModelStore, key: str) -> bool:
+    """Whether a step may reuse the stored folder ``key`` instead of writing it again.
+
+    A complete folder whose files no longer match its marker is set aside, so the caller writes
+    the key again (first writer wins as ever). See :meth:`FileStore.reuse`, :meth:`S3Store.reuse`.
+
+    Raises:
+        StorageError: The store cannot be read, or the folder cannot be set aside.
+    """
+    return store.reuse(key)
+
 
 class FileStore:
     """A :class:`ModelStore` in a local folder; folders are renamed into place, first one wins."""
@@ -470,6 +719,7 @@ class FileStore:
         final = self._folder(key)
         staging = self.path / STAGING_DIR / _owned_name()
         clean_staging(staging.parent)
+        clean_staging(self.path / CORRUPT_DIR)
         try:
             staging.mkdir(parents=True)
         except OSError as e:
@@ -485,7 +735,8 @@ class FileStore:
             logger.info("%s is already stored; keeping the first writer's copy", final)
             return
         try:
-            (staging / MARKER).write_text(_marker_text(_listing(staging, key=key), source))
+            files = _listing(staging, key=key, hashes=True)
+            (staging / MARKER).write_text(_marker_text(files, source))
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(staging, final)  # atomic; fails onto an existing, non-empty folder
         except OSError as e:
@@ -498,7 +749,60 @@ class FileStore:
                     "modelgate's store); move it away and retry"
                 ) from e
             raise StorageError(f"cannot store {key!r} in {self.root}: {e}") from e
+        _carry_digests(staging, final, files)
         logger.info("stored %s", final)
+
+    def reuse(self, key: str) -> bool:
+        """True if ``key`` is complete and every file matches its marker (sizes and sha256,
+        through the digest cache); a complete folder that does not is set aside.
+
+        Raises:
+            StorageError: The folder cannot be read or set aside.
+        """
+        final = self._folder(key)
+        try:
+            seen = (final / MARKER).read_text()
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise StorageError(f"cannot read {MARKER} of {final}: {e}") from e
+        try:
+            verify(final, _parse_marker(seen, where=self.uri(key)).files, uri=self.uri(key))
+        except ContentMismatchError as e:
+            logger.warning("%s; setting it aside and writing it again", e)
+            self._set_aside(key, seen)
+            return False
+        return True
+
+    def _set_aside(self, key: str, seen: str) -> None:
+        """Move the folder of ``key`` whose marker read ``seen`` to ``<root>/.corrupt/``.
+
+        One rename, so readers see the complete folder or none. If another process had already
+        set it aside and published a new copy in between, the folder moved is that copy (its
+        marker differs): it is renamed back unless a third copy landed meanwhile.
+        """
+        final = self._folder(key)
+        aside = (
+            self.path / CORRUPT_DIR / f"{key.replace('/', '--')}.{int(time.time())}."
+            f"{uuid.uuid4().hex[:8]}"
+        )
+        try:
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(final, aside)
+        except FileNotFoundError:
+            return  # another process set it aside first
+        except OSError as e:
+            raise StorageError(f"cannot set aside the corrupt {final}: {e}; {MISMATCH_FIX}") from e
+        try:
+            moved = (aside / MARKER).read_text()
+        except OSError:
+            moved = None
+        if moved is not None and moved != seen:
+            with contextlib.suppress(OSError):
+                os.rename(aside, final)  # a good copy published meanwhile: put it back
+                return
+        os.utime(aside)  # age from now: removed with stale staging after STALE_STAGING_S
+        logger.warning("moved the corrupt %s to %s", final, aside)
 
     def check_writable(self) -> None:
         """Write a probe file in the root, or check its nearest existing parent (creates none)."""
@@ -729,10 +1033,11 @@ class S3Store:
         folder = uuid.uuid4().hex
         own = f"{full}/{folder}"
         with _s3_errors(action=f"uploading to {where}", bucket=self.bucket):
-            files = _listing(staging, key=key)
+            files = _listing(staging, key=key, hashes=True)
             try:
                 for f in files:
                     self.client.upload_file(str(staging / f.path), self.bucket, f"{own}/{f.path}")
+                files = self._with_etags(own, files)
                 self.client.put_object(  # the copy KServe downloads with the files
                     Bucket=self.bucket, Key=f"{own}/{MARKER}", Body=_marker_text(files, source)
                 )
@@ -753,6 +1058,76 @@ class S3Store:
             folder,
             time.monotonic() - started,
         )
+
+    def _objects(self, prefix: str, *, limit: int) -> dict[str, dict[str, Any]]:
+        """``{path under prefix: listed object}`` of at most ``limit`` objects."""
+        found: dict[str, dict[str, Any]] = {}
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=prefix + "/", PaginationConfig={"MaxItems": limit}
+        )
+        for page in pages:
+            for o in page.get("Contents", []):
+                found[o["Key"][len(prefix) + 1 :]] = o
+        return found
+
+    def _with_etags(self, prefix: str, files: list[StoredFile]) -> list[StoredFile]:
+        """``files`` with the ETags S3 gave their objects under ``prefix``."""
+        listed = self._objects(prefix, limit=len(files) + 10)
+        return [
+            StoredFile(f.path, f.size, f.sha256, _etag(listed.get(f.path, {}).get("ETag")))
+            for f in files
+        ]
+
+    def reuse(self, key: str) -> bool:
+        """True if ``key`` is complete and its objects are those its marker lists.
+
+        Without downloading the files, the check compares each object's size and the ETag S3
+        computed from its bytes at upload, recorded in the marker when it was published (any
+        overwrite with other bytes changes it); old markers without ETags: sizes only. The
+        sha256 of each file is checked where its bytes are read: :func:`fetch`,
+        :func:`fetch_files`, :func:`fetch_like_kserve`. A folder that fails is set aside: the
+        key's marker is deleted on condition that it is still the one read (``If-Match``), so a
+        new writer can publish the key; the old writer folder, no longer named, goes with the
+        stale ones (see :meth:`clean_staging`).
+
+        Raises:
+            StorageError: S3 cannot be read, or the marker cannot be deleted.
+        """
+        from botocore.exceptions import ClientError
+
+        full, where = self._key(key), self._key_uri(key)
+        with _s3_errors(action=f"checking {where}", bucket=self.bucket):
+            try:
+                got = self.client.get_object(Bucket=self.bucket, Key=f"{full}/{MARKER}")
+            except ClientError as e:
+                if _code(e) in _MISSING:
+                    return False
+                raise
+            marker = _parse_marker(got["Body"].read(), where=where)
+            data = f"{full}/{marker.folder}" if marker.folder else full
+            listed = self._objects(data, limit=len(marker.files) + CLEAN_LIMIT)
+        problem = _listing_problem(marker.files, listed)
+        if problem is None:
+            if any(f.etag is None for f in marker.files):
+                logger.info("%s: its %s records no ETags; checked sizes only", where, MARKER)
+            return True
+        logger.warning(
+            "%s: %s does not match its %s (%s); setting it aside and writing it again",
+            where,
+            problem[0],
+            MARKER,
+            problem[1],
+        )
+        with _s3_errors(action=f"setting aside {where}", bucket=self.bucket):
+            try:
+                self.client.delete_object(
+                    Bucket=self.bucket, Key=f"{full}/{MARKER}", IfMatch=got["ETag"]
+                )
+            except ClientError as e:
+                if _code(e) not in (*_MISSING, "PreconditionFailed", "412"):
+                    raise  # else: another process set it aside (and maybe republished) first
+        return False
 
     def _claim(self, key: str, folder: str, text: str) -> bool:
         """Create ``key``'s marker naming ``folder`` unless it exists; True if ours is there."""
@@ -793,6 +1168,26 @@ class S3Store:
             raise _s3_error(e, action=f"writing to {self.root}", bucket=self.bucket) from e
 
 
+def _etag(value: object) -> str | None:
+    return value.strip('"') if isinstance(value, str) else None
+
+
+def _listing_problem(
+    files: list[StoredFile], listed: dict[str, dict[str, Any]]
+) -> tuple[str, str] | None:
+    """(file, what is wrong) for the first listed file whose object is missing or differs."""
+    for f in files:
+        obj = listed.get(f.path)
+        if obj is None:
+            return f.path, "missing"
+        if int(obj.get("Size", -1)) != f.size:
+            return f.path, f"size expected {f.size}, actual {obj.get('Size')}"
+        actual = _etag(obj.get("ETag"))
+        if f.etag is not None and actual != f.etag:
+            return f.path, f"ETag expected {f.etag}, actual {actual}"
+    return None
+
+
 def open_store(uri: str) -> ModelStore:
     """The store at ``uri`` (``s3://bucket/prefix`` or ``file:///path``).
 
@@ -831,23 +1226,39 @@ def _s3_folder_marker(client: Any, uri: str) -> tuple[str, str, _Marker]:
     return bucket, f"{prefix}/{marker.folder}" if marker.folder else prefix, marker
 
 
-def fetch(uri: str, *, dest: Path | None = None) -> Path:
+def fetch(
+    uri: str,
+    *,
+    dest: Path | None = None,
+    before_check: Callable[[Path], None] | None = None,
+) -> Path:
     """A local folder holding the stored folder ``uri``, checked against its marker.
 
     ``file://`` folders are used in place; ``s3://`` folders are downloaded into ``dest``
     (default: a new folder under :func:`work_dir`). Only the files the marker lists are read;
-    a failed download leaves nothing behind (``dest`` is removed if this call made it, else
-    the files it wrote are).
+    every file is checked against the size and sha256 its marker records (see :func:`verify`).
+    A failed download or check leaves nothing behind (``dest`` is removed if this call made it,
+    else the files it wrote are; a ``file://`` folder is left as it is).
+
+    Args:
+        uri: The stored folder, ``s3://…`` or ``file://…``.
+        dest: Where an ``s3://`` folder is downloaded to.
+        before_check: Called with the local folder after the download and before the content
+            check (e.g. a signature check that should fail first); what it raises propagates.
 
     Raises:
         ConfigError: An unsupported URI.
         StorageError: The folder is incomplete (no marker), its marker lists an unsafe path,
-            or it could not be downloaded.
+            it could not be downloaded, or a file does not match its recorded sha256
+            (:class:`ContentMismatchError`).
     """
     scheme = scheme_of(uri)
     if scheme == "file":
         folder = _file_path(uri)
-        verify(folder, _file_marker(folder, uri=uri).files, uri=uri)
+        files = _file_marker(folder, uri=uri).files
+        if before_check is not None:
+            before_check(folder)
+        verify(folder, files, uri=uri)
         return folder
     if scheme != "s3":
         raise ConfigError(f"cannot fetch {uri!r}: expected an s3:// or file:// URI")
@@ -861,6 +1272,8 @@ def fetch(uri: str, *, dest: Path | None = None) -> Path:
         with _s3_errors(action=f"downloading {uri}", bucket=bucket):
             written.append(target / MARKER)
             (target / MARKER).write_text(marker.local_text())
+        if before_check is not None:
+            before_check(target)
         verify(target, marker.files, uri=uri)
     logger.info(
         "fetched %s (%d files) in %.1fs", uri, len(marker.files), time.monotonic() - started
@@ -1002,10 +1415,11 @@ def fetched(uri: str) -> Iterator[Path]:
 
 def read_file(uri: str, name: str) -> str:
     """The text of one small file of the stored folder ``uri`` (e.g. its manifest, or
-    :data:`MARKER`); only a file its marker lists is read.
+    :data:`MARKER`); only a file its marker lists is read, and checked against its sha256.
 
     Raises:
-        StorageError: The folder is incomplete, does not list ``name``, or cannot be read.
+        StorageError: The folder is incomplete, does not list ``name``, or cannot be read;
+            :class:`ContentMismatchError` when the file does not match its sha256.
     """
     scheme = scheme_of(uri)
     if scheme not in ("s3", "file"):
@@ -1018,15 +1432,24 @@ def read_file(uri: str, name: str) -> str:
         bucket, data, marker = _s3_folder_marker(client, uri)
     if name == MARKER:
         return marker.local_text()
-    if name not in {f.path for f in marker.files}:
+    listed = {f.path: f for f in marker.files}
+    if name not in listed:
         raise StorageError(f"{uri} has no file {name!r} (its {MARKER} does not list it)")
     if scheme == "file":
         try:
-            return (folder / name).read_text()
+            body = (folder / name).read_bytes()
         except OSError as e:
             raise StorageError(f"cannot read {name} of {uri}: {e}") from e
-    with _s3_errors(action=f"reading {name} of {uri}", bucket=bucket):
-        body = client.get_object(Bucket=bucket, Key=f"{data}/{name}")["Body"].read()
+    else:
+        with _s3_errors(action=f"reading {name} of {uri}", bucket=bucket):
+            body = client.get_object(Bucket=bucket, Key=f"{data}/{name}")["Body"].read()
+    expected = listed[name].sha256
+    actual = hashlib.sha256(body).hexdigest()
+    if expected is not None and actual != expected:
+        raise ContentMismatchError(
+            f"{uri}: {name} does not match its {MARKER}: sha256 expected {expected}, actual "
+            f"{actual}; {MISMATCH_FIX}"
+        )
     return body.decode()
 
 

@@ -15,8 +15,8 @@ from modelgate.download import (
     download_to_store,
     sha256_file,
 )
-from modelgate.errors import DownloadError, UnsafeWeightsError
-from modelgate.storage import fetch, open_store
+from modelgate.errors import DownloadError, StorageError, UnsafeWeightsError
+from modelgate.storage import fetch, fetch_like_kserve, open_store, s3_client
 from modelgate.testing.hub_mirror import publish_model
 
 pytestmark = pytest.mark.e2e
@@ -123,3 +123,49 @@ def test_refused_download_stores_nothing(hub_mirror, pickle_repo, tmp_path):
     assert not (tmp_path / "store").exists() or not any(
         p for p in (tmp_path / "store").rglob("*") if p.is_file()
     )
+
+
+def _flip_stored_byte(uri: str, name: str) -> None:
+    """Change one byte of a stored file, keeping its size (what a bad disk or a hand does)."""
+    if uri.startswith("file://"):
+        path = Path(uri.removeprefix("file://")) / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return
+    client = s3_client()
+    bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+    data = bytearray(client.get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_tampered_stored_model_is_refused_and_downloaded_again(
+    kind, hub_mirror, tmp_path, request
+):
+    if kind == "s3":
+        s3 = request.getfixturevalue("s3_env")
+        store = f"s3://{s3.make_bucket('tampered')}/models"
+    else:
+        store = (tmp_path / "store").as_uri()
+    first = download_to_store(hub_mirror.repo_id, store=store, endpoint=hub_mirror.endpoint)
+    _flip_stored_byte(first.uri, "model.safetensors")
+    refused = "model.safetensors does not match its modelgate-store.json: sha256 expected"
+    with pytest.raises(StorageError, match=refused):
+        fetch(first.uri, dest=tmp_path / "fetched")
+    with pytest.raises(StorageError, match=refused):
+        fetch_like_kserve(first.uri, tmp_path / "kserve")
+    # the warm re-release checks the stored folder, sets it aside and downloads it again
+    again = download_to_store(hub_mirror.repo_id, store=store, endpoint=hub_mirror.endpoint)
+    assert not again.reused
+    folder = fetch(again.uri, dest=tmp_path / "again")
+    for entry in again.manifest.files:
+        assert sha256_file(folder / entry.path) == entry.sha256
+    if kind == "file":
+        assert again.uri == first.uri  # same key, rewritten; the corrupt copy kept aside
+        assert len(list((tmp_path / "store" / ".corrupt").iterdir())) == 1
+    else:
+        assert again.uri != first.uri  # a new writer folder under the same key
+    third = download_to_store(hub_mirror.repo_id, store=store, endpoint=hub_mirror.endpoint)
+    assert third.reused and third.uri == again.uri

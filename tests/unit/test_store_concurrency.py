@@ -7,6 +7,11 @@ adopted) or raises :class:`StorageError`, never a raw ``OSError``/botocore error
 each key holds exactly one complete copy whose files are the winner's and match its marker, with
 no staging left. A reader fetches keys meanwhile and must see a complete folder or none.
 
+The repair battery starts each round from a complete folder whose weights were changed after it
+was written: every writer checks it (:func:`~modelgate.storage.reusable`), and those that find it
+corrupt set it aside and publish again. At the end each key holds one good copy that verifies,
+and the corrupt copy was set aside exactly once.
+
 ``pytest -s`` shows one summary line per backend (writers x rounds, outcomes, elapsed).
 """
 
@@ -24,7 +29,7 @@ from typing import Any
 import pytest
 
 from modelgate.errors import StorageError
-from modelgate.storage import MARKER, FileStore, S3Store, fetch, s3_client
+from modelgate.storage import CORRUPT_DIR, MARKER, FileStore, S3Store, fetch, reusable, s3_client
 
 pytestmark = pytest.mark.unit
 
@@ -177,12 +182,18 @@ def atomic_conditional_puts(monkeypatch: pytest.MonkeyPatch) -> None:
 
     lock = threading.Lock()
     put_object = S3Response.put_object
+    delete_object = S3Response.delete_object  # If-Match is checked the same way
 
     def atomic_put_object(self: S3Response) -> Any:
         with lock:
             return put_object(self)
 
+    def atomic_delete_object(self: S3Response) -> Any:
+        with lock:
+            return delete_object(self)
+
     monkeypatch.setattr(S3Response, "put_object", atomic_put_object)
+    monkeypatch.setattr(S3Response, "delete_object", atomic_delete_object)
 
 
 @pytest.mark.usefixtures("atomic_conditional_puts")
@@ -234,3 +245,119 @@ def test_s3_store_first_writer_wins_under_threads(s3_env, tmp_path, monkeypatch)
             objects = {k.split("/", 1)[1]: v for k, v in objects.items()}
         _check_one_copy(objects | {MARKER: root_marker}, key=_key(round_))  # the key's marker
     assert not list((tmp_path / "work" / "modelgate-staging").iterdir())
+
+
+CORRUPT = 99  # the writer number of the corrupt copies
+REPAIR_ROUNDS_LOCAL = 40
+REPAIR_ROUNDS_S3 = 8
+
+
+def _store_corrupt(store: Any, round_: int) -> None:
+    """A complete copy of ``round_``'s key whose weights then change (same size)."""
+    with store.writer(_key(round_), source=f"writer-{CORRUPT}") as folder:
+        for name, data in _content(CORRUPT, round_).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+    bad = bytearray(_content(CORRUPT, round_)["sub/weights.bin"])
+    bad[0] ^= 0xFF
+    if isinstance(store, FileStore):
+        (store.path / _key(round_) / "sub/weights.bin").write_bytes(bytes(bad))
+    else:
+        bucket, prefix = store.uri(_key(round_)).removeprefix("s3://").split("/", 1)
+        store.client.put_object(Bucket=bucket, Key=f"{prefix}/sub/weights.bin", Body=bytes(bad))
+
+
+def _repair(store: Any, writer: int, round_: int, counts: Counter[str]) -> None:
+    """What a re-run step does: reuse the key if it checks, else (set aside and) write it."""
+    try:
+        if reusable(store, _key(round_)):
+            counts["reused"] += 1
+            return
+    except StorageError as e:
+        counts[f"storage_error {e}"] += 1
+        return
+    except Exception as e:
+        counts[f"raw {type(e).__name__}: {e}"] += 1
+        return
+    _publish(store, writer, round_, counts)
+
+
+def _check_repaired(store: Any, round_: int, tmp: Path) -> None:
+    """The key holds one writer's good copy (checked against its marker by fetch)."""
+    folder = fetch(store.uri(_key(round_)), dest=tmp / f"check-{round_}")
+    writer = json.loads((folder / "config.json").read_text())["writer"]
+    assert writer != CORRUPT
+    assert {n: (folder / n).read_bytes() for n in _content(writer, round_)} == _content(
+        writer, round_
+    )
+
+
+def _local_repairer(root: str, writer: int, rounds: int, barrier: Any, results: Any) -> None:
+    store = FileStore(root)
+    counts: Counter[str] = Counter()
+    for round_ in range(rounds):
+        barrier.wait(timeout=120)
+        _repair(store, writer, round_, counts)
+    results.put((writer, dict(counts)))
+
+
+def test_local_store_repairs_a_corrupt_folder_once_under_processes(tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGATE_WORK_DIR", str(tmp_path / "work"))
+    root = tmp_path / "store"
+    store = FileStore(root)
+    for round_ in range(REPAIR_ROUNDS_LOCAL):
+        _store_corrupt(store, round_)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(WRITERS), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_local_repairer, args=(str(root), w, REPAIR_ROUNDS_LOCAL, barrier, results)
+        )
+        for w in range(WRITERS)
+    ]
+    for p in procs:
+        p.start()
+    counts: Counter[str] = Counter()
+    for _ in procs:
+        counts.update(results.get(timeout=300)[1])
+    for p in procs:
+        p.join(30)
+    aside = [json.loads((f / "config.json").read_text()) for f in (root / CORRUPT_DIR).iterdir()]
+    print(f"\nfile:// repair: {dict(counts)}; set aside: {len(aside)}")
+    assert not [k for k in counts if k.startswith(("raw", "storage_error"))], counts
+    assert counts["returned"] >= REPAIR_ROUNDS_LOCAL  # at least one write per round
+    corrupt = Counter(a["round"] for a in aside if a["writer"] == CORRUPT)
+    assert corrupt == Counter(range(REPAIR_ROUNDS_LOCAL))  # each corrupt copy once
+    for round_ in range(REPAIR_ROUNDS_LOCAL):
+        _check_repaired(store, round_, tmp_path)
+    assert not list((root / ".staging").iterdir())
+
+
+@pytest.mark.usefixtures("atomic_conditional_puts")
+def test_s3_store_repairs_a_corrupt_folder_under_threads(s3_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("MODELGATE_WORK_DIR", str(tmp_path / "work"))
+    root = f"s3://{s3_env.make_bucket(f'repair-{uuid.uuid4().hex[:12]}')}/models"
+    stores = [S3Store(root, client=s3_client()) for _ in range(WRITERS)]
+    for round_ in range(REPAIR_ROUNDS_S3):
+        _store_corrupt(stores[0], round_)
+    barrier = threading.Barrier(WRITERS)
+    counts: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def repairer(w: int) -> None:
+        mine: Counter[str] = Counter()
+        for round_ in range(REPAIR_ROUNDS_S3):
+            barrier.wait(timeout=120)
+            _repair(stores[w], w, round_, mine)
+        with lock:
+            counts.update(mine)
+
+    threads = [threading.Thread(target=repairer, args=(w,)) for w in range(WRITERS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    print(f"\ns3:// repair: {dict(counts)}")
+    assert not [k for k in counts if k.startswith(("raw", "storage_error"))], counts
+    for round_ in range(REPAIR_ROUNDS_S3):
+        _check_repaired(stores[0], round_, tmp_path)

@@ -36,24 +36,38 @@ Findings (olah 0.5.4, huggingface_hub 1.33; checked by ``tests/e2e/test_mirror_a
   (never ``RevisionNotFoundError`` or ``EntryNotFoundError``).
 * Read-only: uploads (``create_repo``, ``upload_folder``) are not supported; publish with
   :func:`publish_model`, which writes the git repository directly.
+* Hashes (``POST paths-info/<sha>``, what :func:`modelgate.download.hub_file_metadata` reads):
+  every file has ``oid`` (its git blob id) and ``size``; a git-LFS pointer also has
+  ``lfs.oid`` (sha256) and ``lfs.size``. ``model_info(files_metadata=True)`` gives neither.
+* No ``Range``: ``GET resolve`` ignores the header and streams the whole file (200, no
+  ``Content-Length``). :class:`CountingProxy` in front of the mirror answers ``Range`` requests
+  (206), counts the body bytes it sends per file and can cut a transfer, to test resumed
+  downloads.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.error
 import urllib.request
 import weakref
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 from modelgate.errors import ConfigError, DownloadError, ModelgateError
 from modelgate.processes import free_port, stop_process_group
@@ -417,3 +431,208 @@ class LocalHubMirror:
         lines += [f"{key} = {json.dumps(value)}" for key, value in basic.items()]
         lines += ["", "[accessibility]", "offline = true", ""]
         return "\n".join(lines)
+
+
+def write_random_model(
+    model_dir: Path, *, template_dir: Path, weight_bytes: int, seed: int = 0
+) -> Path:
+    """A model folder with the config and tokenizer files of ``template_dir`` and one
+    ``model.safetensors`` of random ``uint8`` data, ``weight_bytes`` of payload.
+
+    For download tests and benchmarks that need big files, not a model that loads.
+
+    Returns:
+        ``model_dir``.
+
+    Raises:
+        ConfigError: ``weight_bytes`` is not positive.
+    """
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    if weight_bytes <= 0:
+        raise ConfigError(f"weight_bytes must be positive, got {weight_bytes}")
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(Path(template_dir) / name, model_dir / name)
+    data = np.random.default_rng(seed).integers(0, 256, size=weight_bytes, dtype=np.uint8)
+    save_file({"weight": data}, str(model_dir / "model.safetensors"))
+    return model_dir
+
+
+#: Headers a proxy does not pass on (hop-by-hop, or rewritten by it).
+_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
+
+
+class CountingProxy:
+    """An HTTP proxy on loopback in front of a mirror: answers ``Range`` requests for files,
+    counts the body bytes it sends per file, and can cut one file's transfer.
+
+    ``GET /<org>/<name>/resolve/<rev>/<file>`` is fetched whole from the upstream (olah ignores
+    ``Range``); a ``Range: bytes=<start>-`` request is answered 206 with the bytes from
+    ``start`` on. :attr:`sent` counts the body bytes written per file path. With ``cut_file``
+    and ``cut_after``, once ``cut_after`` bytes of that file have been sent in total, the
+    proxy calls ``on_cut`` (e.g. the mirror's ``stop``) and closes the connection (a clean
+    FIN, so the client gets every byte sent) without finishing the body; later requests for
+    that file are cut at once until :attr:`cut_file` is cleared, and while the upstream is down
+    every request is answered 502. Other requests are passed through.
+
+    Args:
+        upstream: Base URL of the mirror, ``http://host:port``.
+        cut_file: File path (in the repository) whose transfer is cut.
+        cut_after: Body bytes of ``cut_file`` sent before the cut.
+        on_cut: Called once, at the cut.
+        flip_file: File path whose middle byte the proxy inverts (a mirror that alters data).
+        host: Loopback address to bind.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        cut_file: str | None = None,
+        cut_after: int | None = None,
+        on_cut: Callable[[], None] | None = None,
+        flip_file: str | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.cut_file = cut_file
+        self.cut_after = cut_after
+        self.on_cut = on_cut
+        self.flip_file = flip_file
+        self.sent: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer((host, 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """Base URL of the proxy."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def __enter__(self) -> CountingProxy:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _count(self, name: str, size: int) -> int:
+        """Record ``size`` more bytes of ``name``; how many of them to send before a cut."""
+        with self._lock:
+            allowed = size
+            if name == self.cut_file and self.cut_after is not None:
+                allowed = max(0, min(size, self.cut_after - self.sent[name]))
+            self.sent[name] += allowed
+            return allowed
+
+    def _cut(self) -> None:
+        with self._lock:
+            on_cut, self.on_cut = self.on_cut, None
+        if on_cut is not None:
+            on_cut()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                logger.debug("proxy: " + format, *args)
+
+            def do_HEAD(self) -> None:
+                self._forward(body=False)
+
+            def do_POST(self) -> None:
+                self._forward(body=True)
+
+            def do_GET(self) -> None:
+                match = re.match(r"^/[^/]+/[^/]+/resolve/[^/]+/(.+)$", urlsplit(self.path).path)
+                if match:
+                    self._file(unquote(match[1]))
+                else:
+                    self._forward(body=False)
+
+            def _upstream(self, method: str, body: bytes | None) -> http.client.HTTPResponse:
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                headers = {
+                    k: v for k, v in self.headers.items() if k.lower() not in (*_HOP, "range")
+                }
+                conn.request(method, self.path, body=body, headers=headers)
+                return conn.getresponse()
+
+            def _forward(self, *, body: bool) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                data = self.rfile.read(length) if body and length else None
+                try:
+                    response = self._upstream(self.command, data)
+                    payload = response.read()
+                except OSError:
+                    self._bad_gateway()
+                    return
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() not in _HOP:
+                        self.send_header(k, v)
+                upstream_length = response.getheader("Content-Length")
+                if self.command != "HEAD" or upstream_length is None:
+                    upstream_length = str(len(payload))
+                self.send_header("Content-Length", upstream_length)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            def _bad_gateway(self) -> None:
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _file(self, name: str) -> None:
+                found = re.match(r"^bytes=(\d+)-$", self.headers.get("Range", "").strip())
+                start = int(found[1]) if found else 0
+                try:
+                    response = self._upstream("GET", None)
+                    payload = response.read()  # olah streams without Content-Length
+                except OSError:
+                    self._bad_gateway()
+                    return
+                if name == proxy.flip_file and payload:
+                    middle = len(payload) // 2
+                    payload = (
+                        payload[:middle] + bytes([payload[middle] ^ 0xFF]) + payload[middle + 1 :]
+                    )
+                if response.status != 200 or start > len(payload):
+                    self.send_response(response.status if response.status != 200 else 416)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                part = payload[start:]
+                self.send_response(206 if found else 200)
+                if found:
+                    self.send_header(
+                        "Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}"
+                    )
+                self.send_header("Content-Length", str(len(part)))
+                self.end_headers()
+                allowed = proxy._count(name, len(part))
+                self.wfile.write(part[:allowed])
+                if allowed < len(part):
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_WR)  # FIN after every byte sent
+                    self.close_connection = True
+                    proxy._cut()
+
+        return Handler
