@@ -27,6 +27,11 @@ class UnsafeWeightsError(ConfigError):
     """The repository only ships pickle weights and ``allow_pickle`` was not set."""
 
 
+class SignatureError(ModelgateError):
+    """A stored model is unsigned, signed by another key or identity, or changed since it was
+    signed (the message names what did not verify); or signing it failed."""
+
+
 class QuantizationError(ModelgateError):
     """llm-compressor failed to quantize the model."""
 
