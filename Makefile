@@ -13,9 +13,24 @@ STAMP := $(VENV)/.modelgate-env
 VLLM_STAMP := $(VLLM_VENV)/.modelgate-env
 PY := $(VENV)/bin/python
 
-.PHONY: venvs check-env demo test test-unit test-e2e test-cluster lint docs pipelines lock clean
+.PHONY: system-packages venvs check-env demo test test-unit test-e2e test-cluster lint docs pipelines lock clean
 
-venvs: $(STAMP) $(VLLM_STAMP) check-env
+venvs: system-packages $(STAMP) $(VLLM_STAMP) check-env
+
+# Debian tools the tests use on loopback: an OCI registry, skopeo and a static busybox (the shell
+# of the test modelcars' base image), Chromium (renders the HTML reports). Installed when running
+# as root; otherwise the tests that need them skip, naming the package.
+APT_PACKAGES ?= docker-registry skopeo busybox-static chromium
+system-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo ">> installing" $$missing "(apt)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	    || echo ">> apt-get failed: tests that need" $$missing "will skip"; \
+	else \
+	  echo ">> not root: tests that need" $$missing "will skip (apt-get install" $$missing ")"; \
+	fi
 
 $(STAMP): requirements/main.txt pyproject.toml
 	@echo ">> creating $(VENV) (project, KFP, lm-eval, llm-compressor)"

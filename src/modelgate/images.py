@@ -45,6 +45,14 @@ VLLM_CPU_IMAGE = "{}-cpu:{}".format(*VLLM_IMAGE.rsplit(":", 1))
 #: servers serve from v0.3.15 on (v0.3.8 still called ``v1alpha3``). The image moved from
 #: ``ghcr.io/kubeflow/model-registry/`` to ``ghcr.io/kubeflow/hub/`` in v0.3.9.
 REGISTRY_STORAGE_INITIALIZER_IMAGE = "ghcr.io/kubeflow/hub/storage-initializer:v0.3.18"
+#: Base of the modelcars the package step builds (:mod:`modelgate.modelcar`): KServe's modelcar
+#: sidecar runs ``sh -c "ln -sf /proc/$$/root/models /mnt/models && sleep infinity"``, so the
+#: base needs a shell; busybox is ~2 MB. Pinned by the digest of its multi-platform index, so a
+#: modelcar's bytes do not change under a re-pushed tag.
+MODELCAR_BASE_IMAGE = (
+    "docker.io/library/busybox:1.37.0"
+    "@sha256:bdf57e528e45e4433820e045b29b4597825a1c9e38353532d90a01445013f82e"
+)
 
 
 def image_names(*, registry: str | None = None, tag: str | None = None) -> dict[str, str]:
@@ -64,6 +72,7 @@ def retag(text: str, *, registry: str | None = None, tag: str | None = None) -> 
 __all__ = [
     "BASE_IMAGE",
     "EVAL_IMAGE",
+    "MODELCAR_BASE_IMAGE",
     "REGISTRY",
     "REGISTRY_ENV",
     "REGISTRY_STORAGE_INITIALIZER_IMAGE",

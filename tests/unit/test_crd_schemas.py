@@ -110,6 +110,15 @@ def test_packaged_isvc_schema_accepts_good_and_rejects_typo_strictly():
         crd.validate_inference_service(isvc)
 
 
+def test_isvc_serving_a_modelcar_by_digest_validates():
+    # what deploy emits when the package step built a modelcar (modelgate.modelcar)
+    uri = "oci://quay.io/org/tiny@sha256:" + "0f" * 32
+    isvc = kserve.build_inference_service(DeploySpec(name="tiny", namespace="ns", storage_uri=uri))
+    assert isvc["spec"]["predictor"]["model"]["storageUri"] == uri
+    crd.validate_inference_service(isvc)
+    assert crd.crd_validation_errors(isvc, crd.ISVC_CRD_FILE, crd.VERSION) == []
+
+
 def test_llm_inference_service_v1alpha2():
     good = _llm_isvc()
     crd.validate_llm_inference_service(good)
