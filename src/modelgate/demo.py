@@ -134,10 +134,11 @@ def demo_release(
     the demo run (the local mirror, the addition task, the demo gate, a local vLLM)."""
     from modelgate.constants import REGISTRY_URL_ENV, SMOKE_PROMPT
     from modelgate.params import ReleaseParams
+    from modelgate.quantize import NEEDS_CALIBRATION
 
     env = stack.enter_context(demo_environment(cache_dir, train_seconds=train_seconds))
     calibration = ""
-    if quant_scheme in {"W8A8", "W4A16"}:
+    if quant_scheme in NEEDS_CALIBRATION:
         calibration = str(write_calibration(env.task_dir / "calibration.jsonl"))
     release = ReleaseParams(
         model_id=env.repo_id,

@@ -8,20 +8,32 @@ exist, can the pod write the model store.
 
 Every check runs (network ones with short timeouts, side by side) and every failure is reported,
 one line each with the fix, as the gates do.
+
+With the model's ``config.json`` (read from the Hub), two checks size the release where the run
+puts it (:mod:`modelgate.memory`): ``hardware`` (the scheme on the GPUs asked for, and the
+model's shapes against the scheme's groups and blocks) and ``memory`` (the quantize step's host
+memory, one layer on one GPU, the served and evaluated model with its KV cache on the GPUs). In
+the pipeline's own preflight step they run only when the step is given the GPU parameters
+(``accelerator_count``): sizing against defaults the run did not ask for would refuse wrongly.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from modelgate.errors import ConfigError, ModelgateError
+from modelgate.errors import ConfigError, DownloadError, ModelgateError
 from modelgate.params import RedeployParams, ReleaseParams
+
+if TYPE_CHECKING:
+    from modelgate.placement import Placement
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +92,17 @@ def _model_id(params: ReleaseParams) -> str:
 
 def _gate(params: ReleaseParams | RedeployParams) -> str:
     from modelgate.gates import load_gate_config
+    from modelgate.quantize import RECOVERY_DEFAULT, unresolved_recovery_defaults
 
+    unresolved = unresolved_recovery_defaults(params.thresholds)
+    if unresolved:
+        # modelgate run/submit/schedule fill these in (modelgate.params.resolve_params); a run
+        # started elsewhere (the KFP UI) passes the text as it is, and the gate needs numbers
+        raise ConfigError(
+            f"min_recovery: {RECOVERY_DEFAULT} of {', '.join(unresolved)} is filled in by "
+            "modelgate run/submit/schedule from the scheme; give the number here "
+            "(docs/gates.md#schemes)"
+        )
     config = load_gate_config(params.thresholds)
     return f"gate {config.name!r}: {len(config.thresholds)} threshold(s)"
 
@@ -97,12 +119,138 @@ def _quantization(params: ReleaseParams) -> str:
         if not source:
             raise ConfigError(
                 f"scheme {scheme} needs calibration data: pass --calibration-data "
-                "(a JSONL file, an s3:// URI or a dataset id); FP8_DYNAMIC needs none"
+                "(a JSONL file, an s3:// URI or a dataset id), or choose a scheme that needs "
+                f"none ({', '.join(sorted(_data_free()))})"
             )
         looks_local = source.endswith((".jsonl", ".json")) or source.startswith((".", "/"))
         if not scheme_of(source) and looks_local and not Path(source).is_file():
             raise ConfigError(f"calibration file {source!r} does not exist")
     return scheme
+
+
+def _data_free() -> set[str]:
+    from modelgate.quantize import SCHEME_INFO
+
+    return {n for n, info in SCHEME_INFO.items() if not info.calibration and n != "none"}
+
+
+def model_config(params: ReleaseParams) -> dict[str, Any]:
+    """The model's ``config.json`` from the Hub (or mirror) at the run's revision.
+
+    Raises:
+        DownloadError: The file could not be fetched, or is not a JSON object of bounded size.
+    """
+    import os
+
+    from huggingface_hub import hf_hub_download
+
+    from modelgate.constants import HF_DEFAULT_ENDPOINT, HF_ENDPOINT_ENV
+    from modelgate.download import hub_token
+    from modelgate.memory import MAX_CONFIG_BYTES
+
+    endpoint = (
+        params.hf_endpoint or os.environ.get(HF_ENDPOINT_ENV) or HF_DEFAULT_ENDPOINT
+    ).rstrip("/")
+    token = hub_token(endpoint)
+    where = f"config.json of {params.model_id}@{params.revision}"
+    try:
+        path = hf_hub_download(
+            params.model_id, "config.json", revision=params.revision, endpoint=endpoint, token=token
+        )
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except Exception as e:  # huggingface_hub raises many types (HTTP, offline, not found)
+        raise DownloadError(f"could not read {where}: {e}") from e
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise DownloadError(f"{where} is larger than {MAX_CONFIG_BYTES} bytes: not a model config")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise DownloadError(f"{where} is not JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise DownloadError(f"{where} is not a JSON object")
+    return data
+
+
+def release_placement(params: ReleaseParams) -> Placement:
+    """The placement a release with ``params`` runs with: the compiled per-step resources and
+    the run's GPU parameters.
+
+    Raises:
+        ConfigError: A GPU parameter is malformed.
+    """
+    from modelgate.placement import placement_from_options
+
+    return placement_from_options(
+        accelerator_type=params.accelerator_type,
+        accelerator_count=params.accelerator_count,
+        tolerations=params.tolerations,
+        node_selector=params.node_selector,
+    )
+
+
+def _host_memory() -> int | None:
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
+def check_hardware_fit(
+    params: ReleaseParams, *, config: dict[str, Any], placement: Placement | None = None
+) -> str:
+    """The ``hardware`` check on a model ``config``: the scheme on the GPUs asked for, and the
+    model's shapes against the scheme's groups and blocks.
+
+    Raises:
+        ConfigError: What does not fit, one clause each with its fix.
+    """
+    from modelgate.memory import ModelShape, check_hardware, gpu_of
+
+    shape = ModelShape.from_config(config)
+    placement = placement or release_placement(params)
+    gpu = gpu_of(placement)
+    problems = check_hardware(
+        shape, scheme=params.quant_scheme, gpu=gpu, gpus=placement.accelerator_count
+    )
+    if problems:
+        raise ConfigError("; ".join(problems))
+    where = (
+        f"{placement.accelerator_count} x {gpu.name} (compute capability {gpu.capability})"
+        if gpu
+        else "GPU unknown: capability not checked"
+    )
+    return f"{params.quant_scheme} on {shape.architecture}: shapes fit; {where}"
+
+
+def check_memory_fit(
+    params: ReleaseParams,
+    *,
+    config: dict[str, Any],
+    local: bool,
+    placement: Placement | None = None,
+) -> str:
+    """The ``memory`` check on a model ``config`` (:func:`modelgate.memory.check_release_fit`);
+    a ``local`` run quantizes in this machine's memory instead of the quantize step's.
+
+    Raises:
+        ConfigError: What does not fit, with the numbers and the fix.
+    """
+    from modelgate.memory import ModelShape, check_release_fit
+
+    report = check_release_fit(
+        ModelShape.from_config(config),
+        scheme=params.quant_scheme,
+        placement=placement or release_placement(params),
+        max_model_len=params.max_model_len,
+        evaluate_with_vllm=params.eval_backend == "vllm",
+        host_memory=_host_memory() if local else None,
+    )
+    if report.problems:
+        raise ConfigError("; ".join(report.problems) + f" [estimate: {report.summary()}]")
+    return report.summary()
 
 
 def _evaluation(params: ReleaseParams | RedeployParams, *, local: bool) -> str:
@@ -223,6 +371,14 @@ def _store(params: ReleaseParams, *, local: bool) -> str:
     return f"{store.root} is writable"
 
 
+def _signatures() -> str:
+    """The configured signing and verify keys load (a missing or unparsable key file stops the
+    run here, before any model work)."""
+    from modelgate.signing import check_config
+
+    return check_config()
+
+
 def redeploy_checks(params: RedeployParams, *, local: bool) -> dict[str, Check]:
     """The checks of a redeploy: gate, evaluation, deploy target, and a registry that has the
     version (a redeploy reads it)."""
@@ -244,18 +400,42 @@ def redeploy_checks(params: RedeployParams, *, local: bool) -> dict[str, Check]:
         "evaluation": lambda: _evaluation(params, local=local),
         "deploy": lambda: _deploy_target(params, local=local),
         "registry": version,
+        "signatures": _signatures,
     }
 
 
-def checks_for(params: ReleaseParams | RedeployParams, *, local: bool) -> dict[str, Check]:
-    """The checks of a run of the pipeline ``params`` belong to."""
+def checks_for(
+    params: ReleaseParams | RedeployParams, *, local: bool, sizing: bool = True
+) -> dict[str, Check]:
+    """The checks of a run of the pipeline ``params`` belong to (``sizing``: with the
+    ``hardware`` and ``memory`` checks of a release)."""
     if isinstance(params, RedeployParams):
         return redeploy_checks(params, local=local)
-    return release_checks(params, local=local)
+    return release_checks(params, local=local, sizing=sizing)
 
 
-def release_checks(params: ReleaseParams, *, local: bool) -> dict[str, Check]:
-    """The checks of a release with ``params`` (``local``: a ``--local`` run on this machine)."""
+def sizing_checks(params: ReleaseParams, *, local: bool) -> dict[str, Check]:
+    """``hardware`` and ``memory``: the release sized from the model's ``config.json``, read
+    once from the Hub for both."""
+    lock = threading.Lock()
+    fetched: list[dict[str, Any]] = []
+
+    def config() -> dict[str, Any]:
+        with lock:
+            if not fetched:
+                fetched.append(model_config(params))
+            return fetched[0]
+
+    return {
+        "hardware": lambda: check_hardware_fit(params, config=config()),
+        "memory": lambda: check_memory_fit(params, config=config(), local=local),
+    }
+
+
+def release_checks(params: ReleaseParams, *, local: bool, sizing: bool = True) -> dict[str, Check]:
+    """The checks of a release with ``params`` (``local``: a ``--local`` run on this machine;
+    ``sizing``: with the ``hardware`` and ``memory`` checks, which read the model's config from
+    the Hub)."""
     checks: dict[str, Check] = {
         "model": lambda: _model_id(params),
         "gate": lambda: _gate(params),
@@ -264,9 +444,12 @@ def release_checks(params: ReleaseParams, *, local: bool) -> dict[str, Check]:
         "deploy": lambda: _deploy_target(params, local=local),
         "registry": lambda: _registry(params),
         "model store": lambda: _store(params, local=local),
+        "signatures": _signatures,
     }
     if _REPO_ID.match(params.model_id):
         checks["hub"] = lambda: _hub(params)
+        if sizing:
+            checks |= sizing_checks(params, local=local)
     return checks
 
 
@@ -352,7 +535,9 @@ def run_step_preflight(params: ReleaseParams | RedeployParams) -> str:
     from modelgate.deploy.plan import current_namespace
 
     pod_namespace = current_namespace()
-    checks = checks_for(params, local=pod_namespace is None)
+    # sized only against GPU parameters the step was given, not the defaults (module docstring)
+    sizing = "accelerator_count" in params.model_fields_set
+    checks = checks_for(params, local=pod_namespace is None, sizing=sizing)
     if pod_namespace is not None:
         from kubernetes import config
 
