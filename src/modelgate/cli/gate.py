@@ -34,6 +34,21 @@ def gate(
         Optional[Path],  # noqa: UP045 - typer reads it
         typer.Option(help="Production version's results (for min_vs_production)."),
     ] = None,
+    candidate_samples: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads it
+        typer.Option(
+            help="Candidate per-sample results: lm-eval's --log_samples file or folder, or "
+            "modelgate's samples.jsonl. Default: the samples_*.jsonl beside --candidate."
+        ),
+    ] = None,
+    base_samples: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads it
+        typer.Option(help="Base per-sample results (default: beside --base)."),
+    ] = None,
+    production_samples: Annotated[
+        Optional[Path],  # noqa: UP045 - typer reads it
+        typer.Option(help="Production per-sample results (default: beside --production)."),
+    ] = None,
     html: Annotated[
         Optional[Path],  # noqa: UP045 - typer reads it
         typer.Option(help="Also write the gate page (table + bar chart) here."),
@@ -42,7 +57,9 @@ def gate(
 ) -> None:
     """Run a gate offline on saved results and print its table: how to tune thresholds.
 
-    Exits 0 when it passes, 1 when it fails, 2 on a bad config or input.
+    With per-sample results on both sides (lm-eval run with --log_samples), ratio checks are
+    paired per document (docs/gates.md). Exits 0 when it passes, 1 when it fails, 2 on a bad
+    config or input.
     """
     from modelgate.gates import run_gate
 
@@ -50,7 +67,18 @@ def gate(
     for path in (candidate, base, production):
         if path is not None and not path.exists():
             raise ConfigError(f"results file {path} does not exist")
-    outcome = run_gate(candidate=candidate, config=config, base=base, production=production)
+    for path in (candidate_samples, base_samples, production_samples):
+        if path is not None and not path.exists():
+            raise ConfigError(f"samples file or folder {path} does not exist")
+    outcome = run_gate(
+        candidate=candidate,
+        config=config,
+        base=base,
+        production=production,
+        candidate_samples=candidate_samples,
+        base_samples=base_samples,
+        production_samples=production_samples,
+    )
     out = human(output)
 
     def table() -> None:
