@@ -4,6 +4,7 @@ from modelgate.components.deploy.component import deploy_model, rollback_release
 from modelgate.components.download.component import download_model
 from modelgate.components.evaluate.component import evaluate_model
 from modelgate.components.gate.component import check_gate, stop_promotion
+from modelgate.components.package.component import given_storage_uri, package_modelcar
 from modelgate.components.preflight.component import preflight_redeploy, preflight_release
 from modelgate.components.quantize.component import quantize_model
 from modelgate.components.register.component import (
@@ -20,7 +21,9 @@ __all__ = [
     "deploy_model",
     "download_model",
     "evaluate_model",
+    "given_storage_uri",
     "lookup_production",
+    "package_modelcar",
     "preflight_redeploy",
     "preflight_release",
     "promote_candidate",

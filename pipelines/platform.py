@@ -29,6 +29,7 @@ from kfp import dsl, kubernetes
 
 from modelgate.constants import HF_TOKEN_ENV
 from modelgate.placement import HEAVY_STEPS, WORK_DIR, Placement, Step
+from modelgate.signing import SIGNING_MOUNT, VERIFY_MOUNT
 
 #: Keys of the model store secret mapped to the environment of the steps that read or write it.
 STORE_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL")
@@ -93,6 +94,22 @@ def use_hf_token(task: dsl.PipelineTask, secret: dsl.PipelineParameterChannel) -
     """Mount key ``token`` of the Hub token secret as ``HF_TOKEN`` (optional)."""
     kubernetes.use_secret_as_env(
         task, secret_name=secret, secret_key_to_env={"token": HF_TOKEN_ENV}, optional=True
+    )
+
+
+def use_signing_key(task: dsl.PipelineTask, secret: dsl.PipelineParameterChannel) -> None:
+    """Mount the signing key Secret where :mod:`modelgate.signing` looks for it (optional:
+    without the Secret the step stores its model unsigned, and logs so)."""
+    kubernetes.use_secret_as_volume(
+        task, secret_name=secret, mount_path=SIGNING_MOUNT, optional=True
+    )
+
+
+def use_verify_key(task: dsl.PipelineTask, secret: dsl.PipelineParameterChannel) -> None:
+    """Mount the verify key Secret where :mod:`modelgate.signing` looks for it (optional:
+    without the Secret the step logs that signature verification is off)."""
+    kubernetes.use_secret_as_volume(
+        task, secret_name=secret, mount_path=VERIFY_MOUNT, optional=True
     )
 
 

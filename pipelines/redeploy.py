@@ -56,6 +56,7 @@ def build_redeploy(placement: Placement):
         namespace: str = D("namespace"),
         storage_uri: str = D("storage_uri"),
         prefer_registry_uri: bool = D("prefer_registry_uri"),
+        modelcar_repository: str = D("modelcar_repository"),
         serving_runtime: str = D("serving_runtime"),
         serving_service_account: str = D("serving_service_account"),
         deployment_mode: str = D("deployment_mode"),
@@ -68,6 +69,9 @@ def build_redeploy(placement: Placement):
         node_selector: dict = dict(placement.node_selector),  # noqa: B006, B008 - KFP default
         hf_token_secret: str = D("hf_token_secret"),
         model_store_secret: str = D("model_store_secret"),
+        signing_key_secret: str = D("signing_key_secret"),
+        verify_key_secret: str = D("verify_key_secret"),
+        modelcar_secret: str = D("modelcar_secret"),
         hf_endpoint: str = D("hf_endpoint"),
         vllm_python: str = D("vllm_python"),
         smoke_prompt: str = D("smoke_prompt"),
@@ -97,6 +101,9 @@ def build_redeploy(placement: Placement):
             namespace: Namespace of the InferenceService (empty: the run's namespace).
             storage_uri: storageUri override for KServe.
             prefer_registry_uri: Serve ``model-registry://<model>/<version>``.
+            modelcar_repository: OCI repository (``registry/path``) to push a KServe modelcar
+                of the gated model to; deploy then serves ``oci://<repository>@sha256:…``
+                (empty: off, deploy serves ``storage_uri`` or the stored model).
             serving_runtime: ServingRuntime name.
             serving_service_account: Predictor service account that holds the store's secret.
             deployment_mode: ``Standard`` (KServe >= 0.16), ``RawDeployment`` (older), ``Knative``.
@@ -111,6 +118,12 @@ def build_redeploy(placement: Placement):
             node_selector: Node labels (a mapping) for GPU steps and the predictor.
             hf_token_secret: Secret with key ``token`` mounted as ``HF_TOKEN`` (optional).
             model_store_secret: Secret with the model store's ``AWS_*`` keys.
+            modelcar_secret: Secret (``kubernetes.io/dockerconfigjson``) with the modelcar
+                registry's credentials, mounted for the package step (optional).
+            signing_key_secret: Secret with key ``private-key`` (PEM EC key; optional
+                ``certificate``, ``certificate-chain``) that signs stored models (optional).
+            verify_key_secret: Secret with key ``public-key`` (or ``certificate-chain``) that
+                stored models must verify against before evaluation and deploy (optional).
             hf_endpoint: Hub mirror URL for datasets (empty: the public hub).
             vllm_python: For ``local`` deploys: the interpreter with vLLM.
             smoke_prompt: Prompt of the post-deploy smoke test.
@@ -133,7 +146,7 @@ def build_redeploy(placement: Placement):
             gate_and_promote(
                 p,
                 placement,
-                candidate=candidate,
+                candidate_results=candidate.outputs["results"],
                 production=production,
                 record=version.outputs["record"],
                 model_uri=version.outputs["model_uri"],

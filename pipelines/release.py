@@ -21,7 +21,9 @@ from modelgate.pipelines.platform import (
     place,
     retry_safely,
     use_hf_token,
+    use_signing_key,
     use_store_secret,
+    use_verify_key,
 )
 from modelgate.pipelines.stages import (
     evaluate,
@@ -75,6 +77,7 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         namespace: str = D("namespace"),
         storage_uri: str = D("storage_uri"),
         prefer_registry_uri: bool = D("prefer_registry_uri"),
+        modelcar_repository: str = D("modelcar_repository"),
         serving_runtime: str = D("serving_runtime"),
         serving_service_account: str = D("serving_service_account"),
         deployment_mode: str = D("deployment_mode"),
@@ -87,6 +90,9 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
         node_selector: dict = dict(placement.node_selector),  # noqa: B006, B008 - KFP default
         hf_token_secret: str = D("hf_token_secret"),
         model_store_secret: str = D("model_store_secret"),
+        signing_key_secret: str = D("signing_key_secret"),
+        verify_key_secret: str = D("verify_key_secret"),
+        modelcar_secret: str = D("modelcar_secret"),
         hf_endpoint: str = D("hf_endpoint"),
         vllm_python: str = D("vllm_python"),
         smoke_prompt: str = D("smoke_prompt"),
@@ -122,6 +128,9 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             storage_uri: storageUri override for KServe (s3://, pvc://, oci://, hf://).
             prefer_registry_uri: Serve ``model-registry://<model>/<version>`` (needs the
                 registry's ClusterStorageContainer).
+            modelcar_repository: OCI repository (``registry/path``) to push a KServe modelcar
+                of the gated model to; deploy then serves ``oci://<repository>@sha256:…``
+                (empty: off, deploy serves ``storage_uri`` or the stored model).
             serving_runtime: ServingRuntime name.
             serving_service_account: Predictor service account that holds the store's secret.
             deployment_mode: ``Standard`` (KServe >= 0.16), ``RawDeployment`` (older), ``Knative``.
@@ -138,6 +147,12 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             hf_token_secret: Secret with key ``token`` mounted as ``HF_TOKEN`` (optional).
             model_store_secret: Secret with ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY`` and
                 ``AWS_ENDPOINT_URL`` for the model store.
+            modelcar_secret: Secret (``kubernetes.io/dockerconfigjson``) with the modelcar
+                registry's credentials, mounted for the package step (optional).
+            signing_key_secret: Secret with key ``private-key`` (PEM EC key; optional
+                ``certificate``, ``certificate-chain``) that signs stored models (optional).
+            verify_key_secret: Secret with key ``public-key`` (or ``certificate-chain``) that
+                stored models must verify against before evaluation and deploy (optional).
             hf_endpoint: Hub mirror URL (empty: the public hub).
             vllm_python: For ``local`` deploys: the interpreter with vLLM.
             smoke_prompt: Prompt of the post-deploy smoke test.
@@ -160,6 +175,7 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             no_cache(place(download, "download", placement))
             use_hf_token(download, hf_token_secret)
             use_store_secret(download, model_store_secret)
+            use_signing_key(download, signing_key_secret)  # signed before it is published
 
             quantize = quantize_model(
                 model_uri=download.outputs["model_uri"],
@@ -171,6 +187,8 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
             ).set_display_name("quantize")
             place(quantize, "quantize", placement, **gpu(p))
             use_store_secret(quantize, model_store_secret)
+            use_signing_key(quantize, signing_key_secret)
+            use_verify_key(quantize, verify_key_secret)  # the base, before it is read
 
             register = register_candidate(
                 model_uri=quantize.outputs["model_uri"],
@@ -183,21 +201,24 @@ def build_release(placement: Placement):  # noqa: C901 - one pipeline definition
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             ).set_display_name("register candidate")
             retry_safely(no_cache(place(register, "register", placement)))
+            use_store_secret(register, model_store_secret)  # reads the stored signature
 
-            evaluations = {
-                label: evaluate(p, placement, model_uri=uri, label=label)
-                for label, uri in (
-                    ("base", download.outputs["model_uri"]),
-                    ("candidate", quantize.outputs["model_uri"]),
-                )
-            }
+            base = evaluate(p, placement, model_uri=download.outputs["model_uri"], label="base")
+            candidate = evaluate(
+                p, placement, model_uri=quantize.outputs["model_uri"], label="candidate"
+            )
+            # after the base: a candidate that is the base folder (quant_scheme none) finds the
+            # base's evaluation in the store's cache instead of evaluating it again, and a
+            # release holds one evaluation's GPUs at a time (a base evaluated by an earlier
+            # release is reused at once)
+            candidate.after(base)
             production = production_lookup(p, placement, model_id=model_id)
             production.after(check)
             gate_and_promote(
                 p,
                 placement,
-                candidate=evaluations["candidate"],
-                base=evaluations["base"],
+                candidate_results=candidate.outputs["results"],
+                base_results=base.outputs["results"],
                 production=production,
                 record=register.outputs["record"],
                 model_uri=quantize.outputs["model_uri"],

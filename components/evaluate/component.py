@@ -10,6 +10,7 @@ from modelgate.images import EVAL_IMAGE
 def evaluate_model(
     results: Output[Artifact],
     scores: Output[Metrics],
+    samples: Output[Artifact],
     model_uri: str,
     tasks: str,
     backend: str = "vllm",
@@ -22,15 +23,21 @@ def evaluate_model(
     gpus: str = "1",
     offline: bool = False,
     hf_endpoint: str = "",
+    model_store: str = "",
 ) -> str:
-    """Evaluate a stored model with lm-evaluation-harness.
+    """Evaluate a stored model with lm-evaluation-harness, keeping per-sample results.
 
     Datasets come from the Hub (``HF_TOKEN`` mounted by the pipeline) or the mirror at
-    ``hf_endpoint``, unless ``offline``.
+    ``hf_endpoint``, unless ``offline``. With a model store, the evaluation is cached there:
+    a model folder already evaluated with the same tasks and settings is not evaluated again
+    (``reused`` in the results' metadata), and the samples file the gate pairs on is stored
+    there (the results' ``samples_uri``).
 
     Args:
-        results: Parsed results (JSON): per task, each metric with stderr and direction.
+        results: Parsed results (JSON): per task, each metric with stderr and direction, the
+            pairing config, and ``samples_uri``.
         scores: The same metrics as KFP metrics, shown in the UI.
+        samples: The per-document results (compact JSON Lines), a copy for download.
         model_uri: The stored model to evaluate.
         tasks: Comma-separated lm-eval task names.
         backend: ``hf`` (CPU/GPU) or ``vllm`` (GPU).
@@ -43,6 +50,8 @@ def evaluate_model(
         gpus: GPUs of this pod; the ``vllm`` backend splits the model over them.
         offline: Never contact the Hub (every dataset must be local or cached).
         hf_endpoint: Hub mirror URL for datasets (empty: the public hub).
+        model_store: Model store URI holding the evaluation cache and the samples (empty: no
+            cache; the gate then cannot pair on samples).
 
     Returns:
         ``task/metric=value`` pairs, comma-separated.
@@ -50,6 +59,7 @@ def evaluate_model(
     Raises:
         ConfigError: Unknown task or backend.
         EvaluationError: lm-eval failed.
+        StorageError: The model, the task folder or the cache could not be read or written.
     """
     from modelgate.evaluate import evaluate_model as evaluate
     from modelgate.logs import configure_logging
@@ -69,10 +79,21 @@ def evaluate_model(
         tensor_parallel_size=placement_from_options(accelerator_count=gpus).tensor_parallel_size,
         offline=offline,
         hf_endpoint=hf_endpoint or None,
+        model_store=model_store or None,
+        samples_path=samples.path,
     )
+    if not model_store:
+        result.samples_uri = None  # a file of this pod: later steps could not read it
     result.save(results.path)
     flat = result.flat()
     for name, value in flat.items():
         scores.log_metric(name, value)
-    results.metadata.update({"backend": backend, "seconds": result.seconds})
+    results.metadata.update(
+        {
+            "backend": backend,
+            "seconds": result.seconds,
+            "reused": result.reused,
+            "samples_uri": result.samples_uri or "",
+        }
+    )
     return ", ".join(f"{k}={v:.4f}" for k, v in flat.items())

@@ -36,6 +36,9 @@ def register_candidate(
         registry_url: Registry URL ``http(s)://host:port`` (empty: ``$MODEL_REGISTRY_URL``).
         pipeline_run_id: KFP run id, recorded for lineage.
 
+    The stored folder's signature is recorded too (``signature.signed`` yes/no, the file, the
+    key fingerprint or certificate identity).
+
     Returns:
         status: ``registered`` or ``skipped: ...``; record: the registry record as JSON.
 
@@ -49,6 +52,7 @@ def register_candidate(
     from modelgate.deploy.plan import current_namespace
     from modelgate.logs import configure_logging
     from modelgate.registry import candidate_request, register_candidate
+    from modelgate.signing import registry_signature
 
     configure_logging()
     request = candidate_request(
@@ -61,6 +65,7 @@ def register_candidate(
         version_name=version_name or None,
         pipeline_run_id=pipeline_run_id or None,
         namespace=current_namespace(),
+        signature=registry_signature(model_uri),
     )
     record = register_candidate(registry_url=registry_url or None, request=request)
     outputs = namedtuple("RegisterOutputs", ["status", "record"])

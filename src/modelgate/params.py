@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelgate.constants import (
     HF_TOKEN_SECRET,
@@ -29,6 +29,7 @@ from modelgate.constants import (
 )
 from modelgate.errors import ConfigError
 from modelgate.placement import Placement, Toleration
+from modelgate.signing import SIGNING_KEY_SECRET, VERIFY_KEY_SECRET
 from modelgate.validation import validated
 
 DEFAULT_THRESHOLDS = (
@@ -56,7 +57,10 @@ GROUPS: tuple[str, ...] = (
 #: Choices of parameters that take one of a fixed set, with the word used in error messages.
 #: The sets are the library's own (one declaration each); ``""`` means "let the tool choose".
 CHOICES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "quant_scheme": ("quant scheme", ("none", "FP8_DYNAMIC", "W8A8", "W4A16")),
+    "quant_scheme": (
+        "quant scheme",
+        ("none", "FP8_DYNAMIC", "FP8_BLOCK", "W8A8", "W4A16", "AWQ", "NVFP4A16", "NVFP4"),
+    ),
     "eval_backend": ("eval backend", ("vllm", "hf")),
     "eval_device": ("eval device", ("", "cpu", "cuda")),
     "deploy_target": ("deploy target", ("kserve", "llmisvc", "local")),
@@ -143,6 +147,18 @@ class _RunParams(BaseModel):
         group="serving",
         help="Serve model-registry://<model>/<version> instead of the stored URI.",
     )
+    modelcar_repository: str = _p(
+        "",
+        group="serving",
+        help="OCI repository (registry/path) to push a KServe modelcar of the gated model to; "
+        "deploy then serves oci://<repository>@sha256:…; empty = off.",
+    )
+    modelcar_secret: str = _p(
+        "modelgate-modelcar-auth",
+        group="cluster",
+        help="Secret (kubernetes.io/dockerconfigjson) with the modelcar registry's "
+        "credentials, mounted for the package step (optional).",
+    )
     serving_runtime: str = _p(RUNTIME_NAME, group="serving", help="KServe ServingRuntime name.")
     serving_service_account: str = _p(
         PREDICTOR_SERVICE_ACCOUNT,
@@ -185,6 +201,18 @@ class _RunParams(BaseModel):
         group="cluster",
         help="Secret with the model store's AWS_* keys in the cluster.",
     )
+    signing_key_secret: str = _p(
+        SIGNING_KEY_SECRET,
+        group="cluster",
+        help="Secret with key 'private-key' (PEM EC key; optional 'certificate', "
+        "'certificate-chain') that signs stored models (optional: absent = unsigned).",
+    )
+    verify_key_secret: str = _p(
+        VERIFY_KEY_SECRET,
+        group="cluster",
+        help="Secret with key 'public-key' (or 'certificate-chain') that stored models must "
+        "verify against before evaluation and deploy (optional: absent = no check).",
+    )
     hf_endpoint: str = _p(
         "", group="model", help="Hub mirror URL (default $HF_ENDPOINT or the public Hub)."
     )
@@ -208,6 +236,22 @@ class _RunParams(BaseModel):
         ]
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown {what} {value!r}.{hint} Choose one of {list(choices)}")
+
+    @field_validator("modelcar_repository", check_fields=False)
+    @classmethod
+    def _modelcar_repository(cls, value: str) -> str:
+        from modelgate.modelcar import check_repository
+
+        return check_repository(value) if value else value
+
+    @model_validator(mode="after")
+    def _modelcar_target(self) -> Any:
+        if getattr(self, "modelcar_repository", "") and self.deploy_target == "local":
+            raise ValueError(
+                "modelcar_repository needs a cluster deploy target (kserve): the local target "
+                "serves s3:// or file:// URIs, not oci://; leave modelcar_repository empty"
+            )
+        return self
 
     @field_validator("thresholds", mode="before")
     @classmethod
@@ -253,10 +297,14 @@ class ReleaseParams(_RunParams):
         help="Accept repositories whose config declares custom code (never run).",
     )
     quant_scheme: str = _p(
-        "FP8_DYNAMIC", group="quantize", help="none, FP8_DYNAMIC, W8A8 or W4A16."
+        "FP8_DYNAMIC",
+        group="quantize",
+        help="Quantization scheme: calibration, GPUs and default recovery in docs/gates.md.",
     )
     calibration_data: str = _p(
-        "", group="quantize", help="JSONL file, stored URI or dataset id (W8A8/W4A16)."
+        "",
+        group="quantize",
+        help="JSONL file, stored URI or dataset id (W8A8, W4A16, AWQ, NVFP4).",
     )
 
 
@@ -366,6 +414,30 @@ def resolve_params(
     if file:
         data.update(load_params_file(file, model))
     data.update(overrides or {})
-    return validated(
+    params = validated(
         model, data, what="params", source="run parameters", elsewhere=_elsewhere(model)
     )
+    if isinstance(params, ReleaseParams):
+        params = with_recovery_defaults(params, default_gate="thresholds" not in data)
+    return params
+
+
+def with_recovery_defaults(params: ReleaseParams, *, default_gate: bool) -> ReleaseParams:
+    """``params`` with each ``min_recovery: default`` of its gate set to the bound of its
+    scheme (:func:`modelgate.quantize.default_recovery`), and with ``default_gate`` (no gate
+    config was given) the default gate's bound too.
+
+    Raises:
+        ConfigError: ``default`` where a scheme's bound does not apply (the endpoint section).
+    """
+    from modelgate.quantize import RECOVERY_DEFAULT, apply_recovery_defaults
+
+    text = params.thresholds
+    if default_gate and text == DEFAULT_THRESHOLDS:
+        gate = json.loads(text)
+        for t in gate["thresholds"]:
+            if "min_recovery" in t:
+                t["min_recovery"] = RECOVERY_DEFAULT
+        text = json.dumps(gate)
+    text = apply_recovery_defaults(text, scheme=params.quant_scheme)
+    return params if text == params.thresholds else params.model_copy(update={"thresholds": text})

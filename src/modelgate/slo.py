@@ -94,6 +94,8 @@ MAX_REPORT_BYTES = 256 * 1024**2
 MAX_EMBEDDED_HTML_BYTES = 16 * 1024**2
 #: Worker processes GuideLLM starts at most (its default, 10, costs seconds of start-up each).
 MAX_WORKERS = 4
+#: Requests GuideLLM's data loader builds ahead, at least (see :func:`data_prefetch`).
+MIN_PREFETCH = 64
 #: Last bytes of GuideLLM's log shown when it fails.
 LOG_TAIL_BYTES = 4000
 
@@ -873,6 +875,18 @@ def _profile_args(load: ServingLoad) -> dict[str, Any]:
     return {"kind": "synchronous"}
 
 
+def data_prefetch(load: ServingLoad) -> int:
+    """How many synthetic requests GuideLLM's data loader keeps built ahead of the scheduler.
+
+    Its default (``prefetch_factor`` 4096 on one loader worker,
+    ``guidellm/schemas/data/loaders/torch.py``) builds thousands of prompts with the tokenizer while
+    the benchmark starts, CPU that the start-up and the load itself then lack on a small node;
+    the scheduler never holds more than ``max_concurrency`` requests in flight, so a buffer of
+    that size (at least :data:`MIN_PREFETCH`) keeps it fed.
+    """
+    return max(MIN_PREFETCH, min(load.max_concurrency, 4096))
+
+
 def guidellm_command(
     endpoint: str,
     model: str,
@@ -898,6 +912,8 @@ def guidellm_command(
         "--data", arg({"kind": "synthetic_text", "prompt_tokens": load.prompt_tokens,
                        "output_tokens": load.output_tokens}),
         "--tokenizer", arg({"kind": "huggingface_auto", "model": os.fspath(processor)}),
+        "--data-loader", arg({"kind": "pytorch", "num_workers": 1,
+                              "prefetch_factor": data_prefetch(load)}),
         # per-request prompts and outputs are not kept: the report stays small
         "--metrics", arg({"kind": "generative", "sample_size": 0}),
         "--output", arg({"kind": "json", "path": str(json_path)}),

@@ -56,7 +56,14 @@ UNCACHED = {
 GPU_STEPS = {"quantize", "evaluate base", "evaluate candidate"}
 #: steps with external side effects that are safe to repeat: Argo retries them
 RETRIED = {"register candidate", "record evaluation", "promote", "rollback"}
-MODEL_STEPS = {"download": "download", "quantize": "quantize", "evaluate": "evaluate"}
+#: Display-name prefix of each step that holds a model on disk -> the placement step it runs with
+#: (the package step builds modelcars with the download step's resources and work volume).
+MODEL_STEPS = {
+    "download": "download",
+    "quantize": "quantize",
+    "evaluate": "evaluate",
+    "package": "download",
+}
 
 
 def _plans(name: str, arguments: dict | None = None) -> list[PodPlan]:

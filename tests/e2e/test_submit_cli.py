@@ -98,7 +98,8 @@ def test_submit_uploads_starts_and_follows_a_run(fake_kfp, params_file):  # noqa
     player.join(timeout=30)
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "preflight: 8 checks" in out and "run succeeded" in out
+    assert "preflight: 11 checks" in out and "run succeeded" in out
+    assert "ok hardware: FP8_DYNAMIC on LlamaForCausalLM" in out and "ok memory: " in out
     assert "SUCCEEDED download" in out
     (run,) = fake_kfp.runs.values()
     args = run["runtime_config"]["parameters"]

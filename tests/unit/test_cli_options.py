@@ -38,7 +38,8 @@ def test_run_help_groups_options_in_panels_and_shows_every_default():
     assert "--tolerations" not in text and "--hf-token-secret" not in text
     assert "[default: FP8_DYNAMIC]" in text  # Rich used to eat the quoted default as markup
     assert "[default: local]" in text  # a local run deploys here
-    assert "[none|FP8_DYNAMIC|W8A8|W4A16]" in text  # choices shown as choices
+    # choices shown as choices
+    assert "[none|FP8_DYNAMIC|FP8_BLOCK|W8A8|W4A16|AWQ|NVFP4A16|NVFP4]" in text
     shown = sum(1 for name in ALL_PARAM_NAMES if f"--{name.replace('_', '-')}" in text)
     assert shown >= 25
 

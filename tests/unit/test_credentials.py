@@ -285,10 +285,10 @@ def test_evaluate_keeps_hf_token_from_insecure_endpoints(
 
     seen: dict[str, str | None] = {}
 
-    def fake_evaluate(model: str, **_: Any) -> str:
+    def fake_evaluate(model: str, **_: Any) -> tuple[Any, dict[str, list[Any]]]:
         seen["token"] = os.environ.get("HF_TOKEN")
         seen["implicit"] = os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN")
-        return "result"
+        return evaluate.EvalResult(model=model, backend="local-completions"), {}
 
     monkeypatch.setattr(evaluate, "_evaluate", fake_evaluate)
     monkeypatch.setattr(evaluate, "work_dir", lambda: tmp_path)

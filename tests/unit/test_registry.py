@@ -241,3 +241,62 @@ def test_record_round_trip():
     assert RegistryRecord.from_dict(record.to_json()) == record
     with pytest.raises(ConfigError):
         RegistryRecord.from_dict({"status": "maybe", "message": ""})
+
+
+def test_production_keeps_its_samples_so_a_later_release_pairs_without_reevaluating(
+    registry_url, tmp_path
+):
+    """The samples file of an evaluation goes with the version (Kubeflow: the
+    ``eval.samples_uri`` property; MLflow: that tag, and a copy logged on the run), and the
+    production lookup hands it, with the lm-eval settings, to the next release's gate."""
+    from modelgate.samples import Sample, SampleSet, read_samples, write_samples
+    from modelgate.storage import FileStore
+
+    store = FileStore(tmp_path / "store")
+    with store.writer("evals/eval-0123") as folder:
+        write_samples(
+            SampleSet(
+                samples=[Sample("arc", i, f"h{i}", {"acc": float(i % 2)}) for i in range(4)],
+                meta={"limit": 4, "seed": 1234, "task_hashes": {"arc": "t"}},
+            ),
+            folder / "samples.jsonl",
+        )
+    samples_uri = f"{store.uri('evals/eval-0123')}/samples.jsonl"
+    evaluated = results(0.6)
+    evaluated.samples_uri = samples_uri
+    evaluated.config = {"limit": 4, "seed": 1234, "task_hashes": {"arc": "t"}}
+    record = register_candidate(registry_url=registry_url, request=release("run1"))
+    record = record_evaluation(
+        record=record,
+        registry_url=registry_url,
+        results=evaluated,
+        gate_passed=True,
+        gate_report="g",
+    )
+    promote_candidate(record=record, registry_url=registry_url)
+    prod = registry_from_url(registry_url).production("org--m")
+    assert prod.results.samples_uri == samples_uri
+    assert prod.results.config["task_hashes"] == {"arc": "t"}
+    path = tmp_path / "production.json"
+    write_production(prod, path)
+    found, _ = read_production(path)
+    assert found.samples_uri == samples_uri
+    assert [s.metrics["acc"] for s in read_samples(found.samples_uri).samples] == [0, 1, 0, 1]
+    if registry_url.startswith("mlflow+"):  # a copy on the version's run, tagged with its URI
+        backend = registry_from_url(registry_url)
+        mv = backend._find("org--m", record.version_name)
+        copy = mv.tags["modelgate.samples_artifact"]
+        assert copy.endswith("/samples.jsonl")
+        local = backend._client.download_artifacts(mv.run_id, "samples.jsonl", str(tmp_path))
+        assert len(read_samples(local).samples) == 4
+    # a version evaluated without samples has none, and says so
+    plain = register_candidate(registry_url=registry_url, request=release("run2"))
+    plain = record_evaluation(
+        record=plain,
+        registry_url=registry_url,
+        results=results(0.7),
+        gate_passed=True,
+        gate_report="g",
+    )
+    promote_candidate(record=plain, registry_url=registry_url)
+    assert registry_from_url(registry_url).production("org--m").results.samples_uri is None

@@ -251,6 +251,9 @@ def test_guidellm_command_and_environment(tmp_path, monkeypatch):
     assert opt("--data") == [{"kind": "synthetic_text", "prompt_tokens": 32, "output_tokens": 16}]
     assert opt("--tokenizer") == [{"kind": "huggingface_auto", "model": str(tmp_path)}]
     assert opt("--constraint") == [{"kind": "max_duration", "seconds": 7}]
+    assert opt("--data-loader") == [{"kind": "pytorch", "num_workers": 1, "prefetch_factor": 256}]
+    small = ServingLoad(rate=1, duration_s=3, max_concurrency=4)
+    assert slo.data_prefetch(small) == slo.MIN_PREFETCH
     assert [o["kind"] for o in opt("--output")] == ["json", "html"]
     monkeypatch.delenv("GUIDELLM__MAX_WORKER_PROCESSES", raising=False)
     env = slo.guidellm_env(load)

@@ -4,6 +4,8 @@
 * :mod:`~modelgate.cli.kfp` — ``submit`` and ``schedule`` on Kubeflow Pipelines
 * :mod:`~modelgate.cli.gate` — ``gate`` on saved results
 * :mod:`~modelgate.cli.slo` — ``slo``, the serving gate against a live endpoint
+* :mod:`~modelgate.cli.package` — ``package``, a stored model as a KServe modelcar
+* :mod:`~modelgate.cli.signing` — ``sign`` and ``verify``, model signatures by hand
 * :mod:`~modelgate.cli.build` — ``compile`` and ``render``
 
 Commands that start a run take the pipelines' parameters as options (generated from
@@ -22,7 +24,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from modelgate import __version__
-from modelgate.cli import build, gate, kfp, local, slo
+from modelgate.cli import build, gate, kfp, local, package, signing, slo
 from modelgate.cli._common import err_console
 from modelgate.errors import ModelgateError
 
@@ -58,6 +60,9 @@ app.command("submit")(kfp.submit)
 app.add_typer(kfp.schedule_app, name="schedule")
 app.command("gate")(gate.gate)
 app.command("slo")(slo.slo)
+app.command("package")(package.package)
+app.command("sign")(signing.sign)
+app.command("verify")(signing.verify)
 app.command("render")(build.render)
 app.command("compile")(build.compile_)
 app.command("demo")(local.demo)

@@ -32,6 +32,7 @@ from modelgate.cli._common import (
     resolve_release,
     run_preflight,
 )
+from modelgate.cli.signing import SigningKey, VerifyKey, use_keys
 from modelgate.logs import configure_logging
 from modelgate.paths import HOME_ENV, demo_cache, local_model_store, local_pipeline_root
 from modelgate.processes import Interruption, servers_file, signals_raise
@@ -93,6 +94,10 @@ def _key_output(step: Any) -> str:
         value = f"{len(str(value).splitlines())} checks passed"
     if step.display_name == "production version" and step.status == "success" and not value:
         value = "none yet"
+    if step.display_name.startswith("evaluate ") and value:
+        meta = step.artifacts.get("results") or {}
+        if meta.get("reused"):  # the store's cached evaluation of the same folder and settings
+            value = f"reused {value}"
     text = str(value).replace("\n", " ")
     return text if len(text) <= 70 else text[:67] + "..."
 
@@ -399,9 +404,14 @@ def run(
     local: Annotated[
         bool, typer.Option("--local", hidden=True, help="Accepted; runs are local anyway.")
     ] = True,
+    signing_key: SigningKey = None,
+    verify_key: VerifyKey = None,
 ) -> None:
     """Run a release here with kfp.local: preflight, download, quantize, register, evaluate,
     gate, deploy (a local vLLM unless --deploy-target kserve), smoke test, promote.
+
+    With --signing-key every stored model is signed (model.sig beside it); with --verify-key
+    a model that does not verify is neither evaluated nor deployed (docs/model-data.md).
 
     To run on Kubeflow use `modelgate submit`. Exits 1 when a step fails, including a failed
     gate (the reason is printed under the summary), 2 when preflight finds bad input (nothing
@@ -409,6 +419,7 @@ def run(
     """
     configure_logging("WARNING" if not verbose else None)
     package_path(pipeline.value)  # a pipeline modelgate ships
+    use_keys(signing_key, verify_key)  # preflight checks them; the steps inherit them
     release = resolve_release(overrides, params_file=params, local=True, pipeline=pipeline.value)
     code = run_local(
         release,
@@ -471,7 +482,7 @@ def demo(
         typer.Option(help="Tiny model, task and mirror cache (default: in the local data folder)."),
     ] = None,
     quant_scheme: Annotated[
-        str, typer.Option(help="Quantization: none, FP8_DYNAMIC, W8A8 or W4A16.")
+        str, typer.Option(help="Quantization scheme (see `modelgate run --help`); none skips it.")
     ] = "FP8_DYNAMIC",
     train_seconds: Annotated[float, typer.Option(help="CPU training budget of the model.")] = 60.0,
     min_acc: Annotated[float, typer.Option(help="Gate: minimum accuracy (try 0.99 to fail).")] = (

@@ -141,7 +141,12 @@ def deploy_model(
     Raises:
         ConfigError: Bad options (each names the fix).
         DeployError: The deployment failed or timed out (after restoring what it replaced).
+        SignatureError: A verify key is configured and the stored candidate did not verify
+            (nothing is deployed).
     """
+    from modelgate.signing import check_stored
+
+    check_stored(model_uri)  # with a verify key configured; else it logs that the check is off
     spec = build_spec(
         name=serving_name(name, repo_id=model_id, registered=registered_model_name),
         model_uri=model_uri,

@@ -51,6 +51,7 @@ __all__ = [
     "promote_candidate",
     "promote_version",
     "record_evaluation",
+    "record_modelcar",
     "record_serving",
     "register_candidate",
     "registry_from_url",
@@ -100,12 +101,15 @@ def candidate_request(
     pipeline_run_name: str | None = None,
     namespace: str | None = None,
     author: str | None = None,
+    signature: Mapping[str, str] | None = None,
 ) -> RegisterRequest:
     """What the register step writes for a quantized candidate (naming and lineage policy).
 
     The registered model name is slash-free (:func:`modelgate.naming.registered_model_name`);
-    the Hub id, revision and commit go into properties. The version name is
-    ``<scheme>-<commit[:12]>-<run>`` unless given.
+    the Hub id, revision and commit go into properties, and so does ``signature`` (the stored
+    folder's :meth:`~modelgate.signing.SignatureInfo.to_properties`: signed yes/no, signature
+    file, key fingerprint or identity). The version name is ``<scheme>-<commit[:12]>-<run>``
+    unless given.
 
     Raises:
         ConfigError: A name the registry URI cannot carry.
@@ -123,6 +127,7 @@ def candidate_request(
     ):
         if value:
             properties[key] = value
+    properties.update(signature or {})
     return RegisterRequest(
         model_name=registered_model_name(repo_id, model_name),
         version_name=version_name
@@ -248,6 +253,23 @@ def record_evaluation(
     return _backend_for(record, registry_url).attach_evaluation(
         record, results=results, gate_passed=gate_passed, gate_report=gate_report, card=card
     )
+
+
+def record_modelcar(*, record: RegistryRecord, registry_url: str | None, uri: str) -> None:
+    """Pipeline entry point, after the package step pushed the version's modelcar: record its
+    ``oci://…@sha256:…`` URI as an artifact of the version (nothing when skipped).
+
+    Raises:
+        ConfigError: ``uri`` is not an ``oci://`` digest URI, or a registered record without
+            any registry URL.
+        RegistryError: The version is gone, or the write failed.
+    """
+    if not uri.startswith("oci://") or "@sha256:" not in uri:
+        raise ConfigError(f"modelcar URI {uri!r} is not oci://<repository>@sha256:<digest>")
+    if record.status == "skipped":
+        logger.warning("modelcar not recorded: %s", record.message)
+        return
+    _backend_for(record, registry_url).record_modelcar(record, uri=uri)
 
 
 def record_serving(

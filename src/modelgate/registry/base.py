@@ -69,6 +69,12 @@ GATE_FAILED = "failed"
 GATE_REPORT_MAX_CHARS = 8000
 """Gate reports and cards are cut to this many characters in a property (DB column size)."""
 
+MODELCAR_ARTIFACT = "modelcar"
+"""Name of the version's second model artifact in Kubeflow Model Registry: its KServe modelcar
+(``oci://<repository>@sha256:…``, the package step); the first keeps the stored model's URI."""
+MODELCAR_PROPERTY = "modelgate.modelcar"
+"""The version's modelcar URI where a registry has one artifact per version (an MLflow tag)."""
+
 SERVING_GATE_PROPERTY = "modelgate.serving_gate"
 """The serving gate's verdict on a version, ``passed`` or ``failed``."""
 SERVING_REPORT_PROPERTY = "modelgate.serving_report"
@@ -311,6 +317,9 @@ def read_production(path: str | os.PathLike[str]) -> tuple[EvalResult | None, st
     """(results, version name) of a production file: what :func:`write_production` wrote, or a
     plain results file (modelgate's or lm-eval's), whose version is its file name.
 
+    The results keep the ``samples_uri`` the registry stored with the version (``eval.
+    samples_uri``), so a gate pairs with production's samples without evaluating it again.
+
     Raises:
         EvaluationError: The file is neither.
     """
@@ -368,6 +377,12 @@ class RegistryBackend(Protocol):
         """Store the serving gate's measurements (:func:`serving_properties`, replacing earlier
         ones), verdict, summary and report; a failed gate makes the version ``rejected``. A
         ``production`` version is refused (:func:`serving_stage`); repeating it is harmless."""
+        ...
+
+    def record_modelcar(self, record: RegistryRecord, *, uri: str) -> None:
+        """Record the version's modelcar ``uri`` (``oci://…@sha256:…``) beside its stored model:
+        Kubeflow a :data:`MODELCAR_ARTIFACT` model artifact, MLflow the tag
+        :data:`MODELCAR_PROPERTY`. Repeating it is harmless; a new URI replaces the old."""
         ...
 
     def promote(self, record: RegistryRecord) -> str:

@@ -15,6 +15,9 @@ What gets written:
   ``eval.*`` properties: per metric ``eval.<task>/<metric>`` (double),
   ``eval.<task>/<metric>.stderr`` (double), ``eval.<task>/<metric>.direction``
   (``"higher"``/``"lower"``), per task ``eval.<task>.n`` (int, samples scored);
+  ``eval.samples_uri`` (the per-sample results file in the model store, when the evaluation
+  kept one: :meth:`~KubeflowModelRegistry.production` returns it, so a later release's gate
+  pairs with production without evaluating it again);
   ``eval.config`` (the lm-eval configuration as JSON), ``modelgate.gate`` (``"passed"`` or
   ``"failed"``), ``modelgate.gate_report`` and ``modelgate.card`` (Markdown); texts are cut to
   :data:`~modelgate.registry.base.GATE_REPORT_MAX_CHARS`. The version's ``description``
@@ -104,6 +107,7 @@ from modelgate.registry.base import (
     GATE_PASSED,
     GATE_PROPERTY,
     GATE_REPORT_MAX_CHARS,
+    MODELCAR_ARTIFACT,
     REGISTRATION_ID_PROPERTY,
     REGISTRY_RETRY,
     REQUEST_TIMEOUT,
@@ -571,6 +575,56 @@ class KubeflowModelRegistry(BackendBase):
         if serving.stage is not None:
             mv.custom_properties[STAGE_PROPERTY] = serving.stage
         self._call(f"update {serving.what}", lambda: client.update(mv))
+
+    def record_modelcar(self, record: RegistryRecord, *, uri: str) -> None:
+        """The version's modelcar as its second model artifact, named ``modelcar`` (the first,
+        named after the model, keeps the stored model's URI and what serves it by
+        ``model-registry://``); an earlier modelcar artifact is pointed at ``uri``.
+
+        Raises:
+            ConfigError: The record is not registered.
+            RegistryError: The version is gone, or the artifact could not be written.
+        """
+        from model_registry.types import ModelArtifact
+
+        name, version = self._names_of(record, "record_modelcar")
+        client = self._connect()
+        mv_id = str(self._version_of(client, record).id)
+
+        def find() -> ModelArtifact | None:
+            return client.async_runner(
+                client._api.get_model_artifact_by_params(MODELCAR_ARTIFACT, mv_id)
+            )
+
+        what = f"the modelcar artifact of {name}:{version}"
+        existing = self._call(f"look up {what}", find)
+        if existing is not None and existing.uri == uri:
+            return
+        if existing is not None:
+            existing.uri = uri
+            self._call(
+                f"update {what}",
+                lambda: client.async_runner(
+                    client._api.upsert_model_version_artifact(existing, mv_id)
+                ),
+            )
+        else:
+            artifact = ModelArtifact(
+                name=MODELCAR_ARTIFACT,
+                uri=uri,
+                model_format_name="vLLM",
+                model_format_version="1",
+                description="KServe modelcar (OCI image, files under /models)",
+            )
+            self._create_or_adopt(
+                f"create {what}",
+                create=lambda: client.async_runner(
+                    client._api.upsert_model_version_artifact(artifact, mv_id)
+                ),
+                find=find,
+                ours=lambda found: found.uri == uri,
+            )
+        logger.info("recorded modelcar %s on %s:%s", uri, name, version)
 
     def promote(self, record: RegistryRecord) -> str:
         """Make the version ``production`` and archive the model's previous production version.

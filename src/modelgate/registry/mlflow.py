@@ -13,7 +13,10 @@ What gets written for a version:
 * a model version linked to that run, ``source`` = the stored model's URI, tags: the lineage,
   ``modelgate.version_name`` (modelgate's version name; MLflow numbers versions itself),
   ``modelgate.stage``, later ``modelgate.gate`` and every metric as ``eval.<task>/<metric>``
-  (with ``.stderr``, ``.direction``, ``eval.<task>.n``); its description is the model card;
+  (with ``.stderr``, ``.direction``, ``eval.<task>.n``), ``eval.config`` and, when the
+  evaluation kept per-sample results, ``eval.samples_uri`` (the samples file in the model
+  store, what a later release's gate pairs with) and ``modelgate.samples_artifact`` (the copy
+  logged on the run as ``samples.jsonl``); its description is the model card;
 * after the serving gate (:meth:`~MLflowRegistry.record_serving`), its measurements as tags
   under the Kubeflow Hub model catalog's names (``ttft_p95``, ``itl_p95``, ``tps_mean``,
   ``hardware_type``, ``hardware_count``, ..., ``serving.*``; see
@@ -65,6 +68,7 @@ from modelgate.registry.base import (
     GATE_FAILED,
     GATE_PASSED,
     GATE_PROPERTY,
+    MODELCAR_PROPERTY,
     REGISTRATION_ID_PROPERTY,
     REGISTRY_RETRY,
     REQUEST_TIMEOUT,
@@ -100,6 +104,8 @@ PRODUCTION_ALIAS = "production"
 STORE_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql")
 MAX_TAG = 100_000  # mlflow.utils.validation.MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH
 MAX_DESCRIPTION = 5000
+SAMPLES_ARTIFACT_TAG = "modelgate.samples_artifact"
+"""Version tag: the URI of the samples file kept on the version's run."""
 
 
 def is_mlflow_url(url: str) -> bool:
@@ -365,6 +371,8 @@ class MLflowRegistry(BackendBase):
             )
             self._call("log gate", lambda: client.log_text(run_id, gate_report, "gate.md"))
             self._call("log card", lambda: client.log_text(run_id, card, "model_card.md"))
+            if results.samples_uri:
+                self._log_samples(mv, results.samples_uri)
         logger.info(
             "recorded evaluation on %s:%s: gate %s",
             record.model_name,
@@ -373,6 +381,39 @@ class MLflowRegistry(BackendBase):
         )
         return record.model_copy(
             update={"stage": stage, "message": f"evaluation recorded: {stage}"}
+        )
+
+    def _log_samples(self, mv: Any, uri: str) -> None:
+        """Keep the samples file ``uri`` on the version's run (``samples.jsonl``, read and
+        checked on the way) and tag the version with that copy's URI
+        (``modelgate.samples_artifact``); ``eval.samples_uri`` names the store's copy, which
+        gates read.
+
+        Raises:
+            EvaluationError: The samples file is malformed.
+            StorageError: It cannot be read.
+            RegistryError: The upload or the tag failed.
+        """
+        import tempfile
+
+        from modelgate.samples import SAMPLES_NAME, read_samples, write_samples
+
+        sset = read_samples(uri)
+        client, run_id = self._client, mv.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / SAMPLES_NAME
+            write_samples(sset, local)
+            self._call("log samples", lambda: client.log_artifact(run_id, str(local)))
+        artifact = self._call("read the run", lambda: client.get_run(run_id)).info.artifact_uri
+        self._call(
+            "tag samples",
+            partial(
+                client.set_model_version_tag,
+                mv.name,
+                mv.version,
+                SAMPLES_ARTIFACT_TAG,
+                f"{str(artifact).rstrip('/')}/{SAMPLES_NAME}",
+            ),
         )
 
     # record_serving: BackendBase's, with these steps.
@@ -423,6 +464,19 @@ class MLflowRegistry(BackendBase):
                     "serving.json",
                 ),
             )
+
+    def record_modelcar(self, record: RegistryRecord, *, uri: str) -> None:
+        """The version's modelcar URI as its tag ``modelgate.modelcar`` (an MLflow version has
+        one source; it keeps the stored model's URI).
+
+        Raises:
+            ConfigError: The record is not registered.
+            RegistryError: The version is gone, or the tag could not be written.
+        """
+        mv = self._version_of(record)
+        tag = partial(self._client.set_model_version_tag, mv.name, mv.version)
+        self._call(f"tag {mv.name}:{mv.version}", lambda: tag(MODELCAR_PROPERTY, uri))
+        logger.info("recorded modelcar %s on %s:%s", uri, mv.name, mv.version)
 
     def promote(self, record: RegistryRecord) -> str:
         """Point the ``production`` alias at the version; archive the one it pointed at.
@@ -483,6 +537,13 @@ class MLflowRegistry(BackendBase):
         results = EvalResult.from_properties(
             tags, model=f"{model_name}:{tags.get(VERSION_PROPERTY, mv.version)}"
         )
+        if results is not None:  # the lm-eval settings, to check a pairing against
+            try:
+                config = json.loads(tags.get("eval.config", ""))
+            except ValueError:
+                config = None  # absent or cut
+            if isinstance(config, dict):
+                results.config = config
         return ProductionVersion(record=self._record(mv, message="production"), results=results)
 
     def find_version(self, model_name: str, version_name: str | None = None) -> RegistryRecord:
