@@ -22,10 +22,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import requests
-
-from modelgate.processes import free_port, stop_process_group
-from modelgate.retry import wait_until
+from modelgate.processes import free_port
+from modelgate.testing.servers import http_server
 
 #: Where Debian installs the registry (package ``docker-registry``).
 REGISTRY_BINARY = "docker-registry"
@@ -89,30 +87,16 @@ def oci_registry(work: Path, *, timeout: float = 30.0) -> Iterator[str]:
     root.mkdir(parents=True, exist_ok=True)
     config = work / "registry-config.yml"
     config.write_text(_CONFIG.format(root=root, port=port))
-    log_path = work / "registry.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [str(shutil.which(REGISTRY_BINARY)), "serve", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     address = f"127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"docker-registry exited: {tail}")
-        try:
-            return requests.get(f"http://{address}/v2/", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    try:
-        wait_until(up, timeout=timeout, interval=0.2, what=f"registry {address}")
+    with http_server(
+        [str(shutil.which(REGISTRY_BINARY)), "serve", str(config)],
+        url=f"http://{address}",
+        log_path=work / "registry.log",
+        what="docker-registry",
+        timeout=timeout,
+        health="/v2/",
+    ):
         yield address
-    finally:
-        stop_process_group(proc.pid)
 
 
 def _blob(layout: Path, data: bytes) -> tuple[str, int]:

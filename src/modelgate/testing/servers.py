@@ -40,9 +40,10 @@ def http_server(
     what: str,
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
+    health: str = "/health",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run the server ``args`` in its own process session, its output in ``log_path``, until
-    ``GET {url}/health`` answers 200; yields the process and stops its group on exit.
+    ``GET {url}{health}`` answers 200; yields the process and stops its group on exit.
 
     Args:
         args: The command line; it must serve ``url``.
@@ -51,6 +52,7 @@ def http_server(
         what: The server's name in messages.
         env: Its environment (None: this process's).
         timeout: Seconds to wait for it to answer.
+        health: The path that answers 200 once the server is up.
 
     Raises:
         RuntimeError: The server exited before it answered (with the end of its log).
@@ -69,12 +71,12 @@ def http_server(
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited: {log_path.read_text(errors='replace')[-2000:]}")
         try:
-            return requests.get(f"{url}/health", timeout=2).status_code == 200
+            return requests.get(f"{url}{health}", timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
     try:
-        wait_until(up, timeout=timeout, interval=0.3, what=f"{what} {url}/health")
+        wait_until(up, timeout=timeout, interval=0.3, what=f"{what} {url}{health}")
         yield proc
     finally:
         stop_process_group(proc.pid)
