@@ -40,10 +40,11 @@ benchmark.
 
 Run: :func:`run_serving_gate` checks the endpoint first (``GET /v1/models`` within seconds,
 the model among the served ones, prompt + output within its ``max_model_len``), then runs
-``python -m guidellm run`` in its own process group (stopped on Ctrl-C, SIGTERM or timeout)
-with the Hub offline, parses GuideLLM's JSON report into :class:`ServingMeasurement` and checks
-it (:func:`check_serving`). GuideLLM's own HTML report is self-contained (inline CSS/JS, no
-CDN: ``guidellm/benchmark/outputs/html.py``) and is embedded, escaped, in ``serving.html``.
+GuideLLM's ``run`` (through :mod:`modelgate.guidellm_main`) in its own process group (stopped
+on Ctrl-C, SIGTERM or timeout) with the Hub offline, parses GuideLLM's JSON report into
+:class:`ServingMeasurement` and checks it (:func:`check_serving`). GuideLLM's own HTML report
+is self-contained (inline CSS/JS, no CDN: ``guidellm/benchmark/outputs/html.py``) and is
+embedded, escaped, in ``serving.html``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ MAX_REPORT_BYTES = 256 * 1024**2
 MAX_EMBEDDED_HTML_BYTES = 16 * 1024**2
 #: Worker processes GuideLLM starts at most (its default, 10, costs seconds of start-up each).
 MAX_WORKERS = 4
+#: Seconds GuideLLM waits between its workers reporting ready and the first request (its
+#: default, 1.0, pads for workers that are by then already waiting on a barrier;
+#: ``guidellm/scheduler/worker_group.py`` passes that barrier before the delay starts).
+START_DELAY_S = 0.25
 #: Requests GuideLLM's data loader builds ahead, at least (see :func:`data_prefetch`).
 MIN_PREFETCH = 64
 #: Last bytes of GuideLLM's log shown when it fails.
@@ -896,15 +901,16 @@ def guidellm_command(
     json_path: Path,
     html_path: Path,
 ) -> list[str]:
-    """``python -m guidellm run …`` for ``load``; each option as JSON, which GuideLLM's CLI
-    reads like its ``kind=…,key=value`` form, so commas in a path or a name stay intact."""
+    """GuideLLM's ``run …`` for ``load``, under :mod:`modelgate.guidellm_main` (GuideLLM's CLI,
+    started faster); each option as JSON, which GuideLLM's CLI reads like its
+    ``kind=…,key=value`` form, so commas in a path or a name stay intact."""
 
     def arg(value: dict[str, Any]) -> str:
         return json.dumps(value, separators=(",", ":"))
 
     route = "/v1/chat/completions" if load.api == "chat" else "/v1/completions"
     return [
-        sys.executable, "-m", "guidellm", "run",
+        sys.executable, "-m", "modelgate.guidellm_main", "run",
         "--backend", arg({"kind": "openai_http", "target": api_base(endpoint), "model": model,
                           "request_format": route}),
         "--profile", arg(_profile_args(load)),
@@ -925,8 +931,10 @@ def guidellm_command(
 def guidellm_env(load: ServingLoad) -> dict[str, str]:
     """The child's environment: the Hub offline (the tokenizer is a local folder), no colour,
     in-flight requests capped at ``load.max_concurrency`` (GuideLLM pre-builds half that many
-    requests, so its default 10240 costs seconds), and at most :data:`MAX_WORKERS` worker
-    processes unless ``GUIDELLM__MAX_WORKER_PROCESSES`` says otherwise."""
+    requests, so its default 10240 costs seconds), and, unless the caller's environment says
+    otherwise, at most :data:`MAX_WORKERS` worker processes forked from a preloaded forkserver
+    (:mod:`modelgate.guidellm_main`) and the first request :data:`START_DELAY_S` after they
+    are ready."""
     env = dict(os.environ)
     env.update(
         {
@@ -940,6 +948,8 @@ def guidellm_env(load: ServingLoad) -> dict[str, str]:
         }
     )
     env.setdefault("GUIDELLM__MAX_WORKER_PROCESSES", str(min(MAX_WORKERS, os.cpu_count() or 1)))
+    env.setdefault("GUIDELLM__MP_CONTEXT_TYPE", "forkserver")
+    env.setdefault("GUIDELLM__SCHEDULER_START_DELAY_NON_DISTRIBUTED", str(START_DELAY_S))
     return env
 
 

@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -235,7 +236,7 @@ def test_guidellm_command_and_environment(tmp_path, monkeypatch):
         json_path=tmp_path / "r.json",
         html_path=tmp_path / "r.html",
     )
-    assert cmd[:4] == [sys.executable, "-m", "guidellm", "run"]
+    assert cmd[:4] == [sys.executable, "-m", "modelgate.guidellm_main", "run"]
 
     def opt(name: str) -> list[dict[str, Any]]:
         return [json.loads(cmd[i + 1]) for i, a in enumerate(cmd) if a == name]
@@ -259,8 +260,38 @@ def test_guidellm_command_and_environment(tmp_path, monkeypatch):
     env = slo.guidellm_env(load)
     assert env["HF_HUB_OFFLINE"] == "1" and env["GUIDELLM__MAX_CONCURRENCY"] == "256"
     assert 1 <= int(env["GUIDELLM__MAX_WORKER_PROCESSES"]) <= slo.MAX_WORKERS
+    assert env["GUIDELLM__MP_CONTEXT_TYPE"] == "forkserver"
+    assert float(env["GUIDELLM__SCHEDULER_START_DELAY_NON_DISTRIBUTED"]) == slo.START_DELAY_S
     monkeypatch.setenv("GUIDELLM__MAX_WORKER_PROCESSES", "7")
-    assert slo.guidellm_env(load)["GUIDELLM__MAX_WORKER_PROCESSES"] == "7"
+    monkeypatch.setenv("GUIDELLM__MP_CONTEXT_TYPE", "spawn")
+    env = slo.guidellm_env(load)
+    assert env["GUIDELLM__MAX_WORKER_PROCESSES"] == "7"  # the caller's settings win
+    assert env["GUIDELLM__MP_CONTEXT_TYPE"] == "spawn"
+
+
+def test_guidellm_main_exit_codes():
+    from modelgate.guidellm_main import _exit_code
+
+    assert _exit_code(None) == 0 and _exit_code(0) == 0 and _exit_code(2) == 2
+    assert _exit_code("stopped: bad option") == 1  # SystemExit("message") exits 1
+
+
+def test_guidellm_main_runs_guidellms_cli_without_sklearn():
+    """GuideLLM's own CLI answers (a usage error is its exit 2, its message on stderr), with
+    scikit-learn kept out and the worker modules preloaded in a forkserver."""
+    script = (
+        "import sys, multiprocessing.forkserver as fs\n"
+        "from modelgate import guidellm_main as g\n"
+        "code = g.main(['run', '--no-such-option'])\n"
+        "print(code, 'sklearn' in sys.modules and sys.modules['sklearn'] is None,"
+        " fs._forkserver._preload_modules == g.WORKER_MODULES, 'guidellm.cli' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "True", "True", "True"]
+    assert "No such option" in proc.stderr
 
 
 # --------------------------------------------------------------------------------------------
