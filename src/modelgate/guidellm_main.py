@@ -4,7 +4,7 @@ It is GuideLLM's own CLI (same arguments, same output) started so that its fixed
 costs less of the gate's time. On a 2-CPU node, GuideLLM 0.8.1 launched as
 ``python -m guidellm`` spent about 8.7 s before its backend check, 2.4 s starting its worker
 processes and 2.3 s after the load ended (``benchmarks/serving_gate.py`` splits the wall time);
-this module changes four things, each measured there:
+this module changes five things, each measured there:
 
 * scikit-learn is never imported. ``transformers`` imports it only for speculative decoding
   (``generation/candidate_generator.py`` behind ``is_sklearn_available()``), which a tokenizer never
@@ -17,6 +17,12 @@ this module changes four things, each measured there:
   ``python -m guidellm`` is the whole CLI. ``GUIDELLM__MP_CONTEXT_TYPE`` (set by
   :func:`modelgate.slo.guidellm_env` unless the caller set it) chooses the context; GuideLLM
   accepts ``spawn`` and ``forkserver`` (``guidellm/settings.py``).
+* ``transformers`` is imported as a tokenizer library: torch is hidden from it while it is
+  imported (:func:`import_transformers_tokenizers_only`). With torch installed, resolving
+  ``AutoTokenizer`` imports ``GenerationMixin`` (``models/auto/auto_factory.py``), which pulls in
+  ``torch._dynamo``, ``torch.distributed`` and ``accelerate``: about 3 s of the 4.8 s GuideLLM
+  spent importing before its first request, for a tokenizer that is never given a tensor.
+  GuideLLM itself imports torch later, for its data loader, unaffected.
 * When the CLI is done (its reports written, its workers joined), the process ends with
   :func:`os._exit` after flushing, skipping about 1.2 s of interpreter finalisation (torch's
   among 4,000 modules).
@@ -38,6 +44,41 @@ WORKER_MODULES = ["guidellm.scheduler.worker_group", "guidellm.backends"]
 BLOCKED_MODULES = ("sklearn",)
 
 
+#: Hidden from ``transformers`` while it is imported; GuideLLM imports it afterwards itself.
+HIDDEN_FROM_TRANSFORMERS = "torch"
+
+
+def import_transformers_tokenizers_only() -> None:
+    """Import ``transformers`` and its tokenizer classes as if torch were not installed.
+
+    ``transformers`` decides once per process whether torch exists (``is_torch_available`` in
+    ``utils/import_utils.py`` is an ``lru_cache`` over ``importlib.util.find_spec``, which
+    answers ``None`` for a name whose ``sys.modules`` entry is ``None``). Without torch it is a
+    tokenizers-only library, a mode it supports (``transformers/__init__.py`` says so in the
+    advisory it logs, silenced here); GuideLLM only ever calls the tokenizer's text methods. The
+    entry is removed afterwards, so ``import torch`` works for everything else. A process that
+    has already imported torch is left as it is.
+    """
+    import os
+
+    if HIDDEN_FROM_TRANSFORMERS in sys.modules:
+        return
+    advisory = os.environ.get("TRANSFORMERS_NO_ADVISORY_WARNINGS")
+    os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = "1"
+    sys.modules[HIDDEN_FROM_TRANSFORMERS] = None  # type: ignore[assignment]
+    try:
+        from transformers import AutoTokenizer, PreTrainedTokenizerBase  # noqa: F401
+        from transformers.utils import import_utils
+
+        import_utils.is_torch_available()  # cached from here on
+    finally:
+        del sys.modules[HIDDEN_FROM_TRANSFORMERS]
+        if advisory is None:
+            del os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"]
+        else:
+            os.environ["TRANSFORMERS_NO_ADVISORY_WARNINGS"] = advisory
+
+
 def _exit_code(code: object) -> int:
     if code is None:
         return 0
@@ -56,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     multiprocessing.set_forkserver_preload(WORKER_MODULES)
     forkserver.ensure_running()
+    import_transformers_tokenizers_only()
 
     from guidellm.cli import cli
     from loguru import logger

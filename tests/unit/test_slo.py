@@ -294,6 +294,53 @@ def test_guidellm_main_runs_guidellms_cli_without_sklearn():
     assert "No such option" in proc.stderr
 
 
+def test_guidellm_main_imports_transformers_as_a_tokenizer_library(tiny_model_dir: Path):
+    """transformers sees no torch (so resolving AutoTokenizer skips GenerationMixin and its
+    torch._dynamo / accelerate imports), still loads the model's tokenizer and encodes, logs no
+    advisory about the missing torch, and torch stays importable for GuideLLM's data loader."""
+    script = (
+        "import sys\n"
+        "from modelgate import guidellm_main as g\n"
+        "g.import_transformers_tokenizers_only()\n"
+        "from transformers import AutoTokenizer\n"
+        "from transformers.utils import import_utils\n"
+        f"tok = AutoTokenizer.from_pretrained({str(tiny_model_dir)!r})\n"
+        "ids = tok('hello world')['input_ids']\n"
+        "print(import_utils.is_torch_available(), 'transformers.generation.utils' in sys.modules,"
+        " 'torch' in sys.modules, len(ids) > 0)\n"
+        "import torch\n"
+        "print(torch.tensor([1]).sum().item())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False", "False", "True", "1"]
+    assert "PyTorch was not found" not in proc.stderr
+
+
+def test_guidellm_main_leaves_a_process_that_already_has_torch():
+    script = (
+        "import os, sys, torch\n"
+        "from modelgate import guidellm_main as g\n"
+        "g.import_transformers_tokenizers_only()\n"
+        "from transformers.utils import import_utils\n"
+        "print(import_utils.is_torch_available(), sys.modules['torch'] is torch,"
+        " 'TRANSFORMERS_NO_ADVISORY_WARNINGS' in os.environ)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "True", "False"]
+
+
 # --------------------------------------------------------------------------------------------
 # GuideLLM's report
 # --------------------------------------------------------------------------------------------
