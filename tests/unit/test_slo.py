@@ -269,6 +269,20 @@ def test_guidellm_command_and_environment(tmp_path, monkeypatch):
     assert env["GUIDELLM__MP_CONTEXT_TYPE"] == "spawn"
 
 
+def _python(script: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a fresh interpreter (imports decided per process); asserts it exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_guidellm_main_exit_codes():
     from modelgate.guidellm_main import _exit_code
 
@@ -286,10 +300,7 @@ def test_guidellm_main_runs_guidellms_cli_without_sklearn():
         "print(code, 'sklearn' in sys.modules and sys.modules['sklearn'] is None,"
         " fs._forkserver._preload_modules == g.WORKER_MODULES, 'guidellm.cli' in sys.modules)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _python(script)
     assert proc.stdout.split() == ["2", "True", "True", "True"]
     assert "No such option" in proc.stderr
 
@@ -311,10 +322,7 @@ def test_guidellm_main_imports_transformers_as_a_tokenizer_library(tiny_model_di
         "import torch\n"
         "print(torch.tensor([1]).sum().item())\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _python(script)
     assert proc.stdout.split() == ["False", "False", "False", "True", "1"]
     assert "PyTorch was not found" not in proc.stderr
 
@@ -329,15 +337,7 @@ def test_guidellm_main_leaves_a_process_that_already_has_torch():
         " 'TRANSFORMERS_NO_ADVISORY_WARNINGS' in os.environ)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRANSFORMERS_NO_ADVISORY_WARNINGS"}
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = _python(script, env=env)
     assert proc.stdout.split() == ["True", "True", "False"]
 
 
