@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -43,3 +45,43 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def local_run_args(
+    hub_mirror,
+    task_dir: Path,
+    root: Path,
+    *options: str,
+    thresholds: str,
+    scheme: str = "none",
+    repo_id: str | None = None,
+    deploy_name: str = "tiny-llama",
+) -> list[str]:
+    """``modelgate run`` of the demo task against the Hub mirror, deployed on a local vLLM, with
+    its artifacts under ``root``; ``options`` are appended."""
+    return [
+        "run",
+        "--model-id",
+        repo_id or hub_mirror.repo_id,
+        "--hf-endpoint",
+        hub_mirror.endpoint,
+        "--quant-scheme",
+        scheme,
+        "--eval-tasks",
+        DEMO_TASK,
+        "--eval-task-dir",
+        str(task_dir),
+        "--thresholds",
+        thresholds,
+        "--deploy-target",
+        "local",
+        "--deploy-name",
+        deploy_name,
+        "--max-model-len",
+        str(DEMO_MAX_MODEL_LEN),
+        "--vllm-python",
+        vllm_python(),
+        "--pipeline-root",
+        str(root),
+        *options,
+    ]

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK, demo_thresholds
+from modelgate.demo import DEMO_TASK, demo_thresholds
 from modelgate.registry import local_registry_url, registry_from_url
 from modelgate.samples import read_samples
-from tests.e2e.helpers import run_cli, vllm_python
+from tests.e2e.helpers import local_run_args, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -27,35 +27,18 @@ MODEL_NAME = "tiny-reuse"
 
 
 def _args(hub_mirror, task_dir: Path, root: Path, *, scheme: str) -> list[str]:
-    return [
-        "run",
-        "--model-id",
-        hub_mirror.repo_id,
-        "--hf-endpoint",
-        hub_mirror.endpoint,
-        "--quant-scheme",
-        scheme,
-        "--eval-tasks",
-        DEMO_TASK,
-        "--eval-task-dir",
-        str(task_dir),
+    return local_run_args(
+        hub_mirror,
+        task_dir,
+        root,
         "--eval-batch-size",
         "16",
-        "--thresholds",
-        demo_thresholds(serving=False),
         "--registered-model-name",
         MODEL_NAME,
-        "--deploy-target",
-        "local",
-        "--deploy-name",
-        "tiny-reuse",
-        "--max-model-len",
-        str(DEMO_MAX_MODEL_LEN),
-        "--vllm-python",
-        vllm_python(),
-        "--pipeline-root",
-        str(root),
-    ]
+        thresholds=demo_thresholds(serving=False),
+        scheme=scheme,
+        deploy_name=MODEL_NAME,
+    )
 
 
 def _run_dirs(root: Path) -> set[Path]:

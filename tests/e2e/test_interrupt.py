@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK, demo_thresholds
+from modelgate.demo import demo_thresholds
 from modelgate.processes import group_members, pid_alive, proc_stat, stop_process_group
-from tests.e2e.helpers import REPO_ROOT, vllm_python
+from tests.e2e.helpers import REPO_ROOT, local_run_args
 
 pytestmark = [
     pytest.mark.e2e,
@@ -40,33 +40,14 @@ def _start_release(
     hub_mirror, task_dir: Path, root: Path, tmp: Path, console: Path
 ) -> subprocess.Popen[bytes]:
     """``modelgate run`` in its own session and process group, as a shell starts a job."""
-    args = [
-        "run",
-        "--model-id",
-        hub_mirror.repo_id,
-        "--hf-endpoint",
-        hub_mirror.endpoint,
-        "--quant-scheme",
-        "none",
-        "--eval-tasks",
-        DEMO_TASK,
-        "--eval-task-dir",
-        str(task_dir),
+    args = local_run_args(
+        hub_mirror,
+        task_dir,
+        root,
         "--eval-limit",
         "8",
-        "--thresholds",
-        demo_thresholds(min_acc=0.0, min_recovery=0.01, min_vs_production=None),
-        "--deploy-target",
-        "local",
-        "--deploy-name",
-        "tiny-llama",
-        "--max-model-len",
-        str(DEMO_MAX_MODEL_LEN),
-        "--vllm-python",
-        vllm_python(),
-        "--pipeline-root",
-        str(root),
-    ]
+        thresholds=demo_thresholds(min_acc=0.0, min_recovery=0.01, min_vs_production=None),
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]),

@@ -17,7 +17,7 @@ from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK, demo_thresholds
 from modelgate.processes import pid_alive
 from modelgate.testing.hub_mirror import publish_model
 from tests.doubles.model_registry import FakeModelRegistry
-from tests.e2e.helpers import run_cli, vllm_python
+from tests.e2e.helpers import local_run_args, run_cli, vllm_python
 
 pytestmark = pytest.mark.e2e
 
@@ -32,39 +32,24 @@ def release_args(
     registry_url: str,
     repo_id: str | None = None,
     model_store: str | None = None,
+    deploy_name: str = "tiny-llama",
 ) -> list[str]:
+    """The release runs of this tier: the demo gate's run, registered in ``registry_url``."""
     store = ["--model-store", model_store] if model_store else []
-    return [
-        "run",
-        "--local",
-        *store,
-        "--model-id",
-        repo_id or hub_mirror.repo_id,
-        "--hf-endpoint",
-        hub_mirror.endpoint,
-        "--quant-scheme",
-        scheme,
-        "--eval-tasks",
-        DEMO_TASK,
-        "--eval-task-dir",
-        str(task_dir),
+    return local_run_args(
+        hub_mirror,
+        task_dir,
+        root,
         "--eval-batch-size",
         "16",
-        "--thresholds",
-        thresholds,
         "--registry-url",
         registry_url,
-        "--deploy-target",
-        "local",
-        "--deploy-name",
-        "tiny-llama",
-        "--max-model-len",
-        str(DEMO_MAX_MODEL_LEN),
-        "--vllm-python",
-        vllm_python(),
-        "--pipeline-root",
-        str(root),
-    ]
+        *store,
+        thresholds=thresholds,
+        scheme=scheme,
+        repo_id=repo_id,
+        deploy_name=deploy_name,
+    )
 
 
 def task_output(root: Path, task: str) -> dict:

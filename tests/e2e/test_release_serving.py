@@ -58,8 +58,8 @@ def _release(hub_mirror, task_dir, root: Path, registry, *, ttft_max_ms: float, 
         thresholds=gate(ttft_max_ms),
         scheme="FP8_DYNAMIC",
         registry_url=registry.url,
+        deploy_name=NAME,
     )
-    args[args.index("--deploy-name") + 1] = NAME
     return run_cli(*args, *(["--keep-serving"] if keep else []))
 
 

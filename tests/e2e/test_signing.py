@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelgate import signing
 from modelgate.download import download_to_store
@@ -19,31 +18,15 @@ from modelgate.errors import SignatureError
 from modelgate.evaluate import evaluate_model
 from modelgate.signing import SIGNATURE_NAME, check_stored, key_fingerprint, verified
 from modelgate.storage import MARKER, ContentMismatchError, fetch
+from tests.signing_keys import clear_signing_env, write_key_pair
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[Path, Path]:
-    for name in (signing.SIGNING_KEY_ENV, signing.VERIFY_KEY_ENV, signing.SIGSTORE_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(signing, "SIGNING_MOUNT", str(tmp_path / "no-signing-mount"))
-    monkeypatch.setattr(signing, "VERIFY_MOUNT", str(tmp_path / "no-verify-mount"))
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = tmp_path / "signing-key.pem", tmp_path / "verify-key.pem"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+    clear_signing_env(monkeypatch, tmp_path)
+    return write_key_pair(tmp_path, "signing-key")
 
 
 def _flip_byte(path: Path) -> None:

@@ -30,6 +30,7 @@ from modelgate.signing import (
     verify_if_configured,
 )
 from modelgate.storage import MARKER
+from tests.signing_keys import clear_signing_env, write_key_pair
 
 pytestmark = pytest.mark.unit
 
@@ -39,44 +40,11 @@ FILES = {
     "sub/tokenizer.json": "{}",
     ".gitattributes": "*.safetensors filter=lfs\n",
 }
-ENV = (
-    signing.SIGNING_KEY_ENV,
-    signing.SIGNING_CERT_ENV,
-    signing.SIGNING_CHAIN_ENV,
-    signing.SIGSTORE_ENV,
-    signing.VERIFY_KEY_ENV,
-    signing.VERIFY_CHAIN_ENV,
-    signing.VERIFY_IDENTITY_ENV,
-    signing.VERIFY_ISSUER_ENV,
-)
 
 
 @pytest.fixture(autouse=True)
 def _no_signing_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ENV:
-        monkeypatch.delenv(name, raising=False)
-    # no Secret mounted here, whatever the machine has
-    monkeypatch.setattr(signing, "SIGNING_MOUNT", str(tmp_path / "no-signing-mount"))
-    monkeypatch.setattr(signing, "VERIFY_MOUNT", str(tmp_path / "no-verify-mount"))
-
-
-def write_key_pair(folder: Path, name: str = "key") -> tuple[Path, Path]:
-    """A fresh P-256 key pair as PEM files: (private, public)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    private, public = folder / f"{name}.pem", folder / f"{name}.pub"
-    private.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return private, public
+    clear_signing_env(monkeypatch, tmp_path)
 
 
 def _model(folder: Path) -> Path:
