@@ -9,7 +9,9 @@ this module changes five things, each measured there:
 * scikit-learn is never imported. ``transformers`` imports it only for speculative decoding
   (``generation/candidate_generator.py`` behind ``is_sklearn_available()``), which a tokenizer never
   uses; with ``sys.modules["sklearn"] = None`` that check is false, and about 1-3 s of scipy
-  and sklearn imports go away.
+  and sklearn imports go away. Since transformers is imported without torch (below), the
+  generation stack that reaches it is not imported either; this stays for a process where
+  torch was imported first (a ``sitecustomize``, say), which that step leaves as it is.
 * Worker processes are forked from a forkserver that is started first and imports the worker
   modules (:data:`WORKER_MODULES`) while this process imports ``transformers`` and torch: on
   two CPUs both imports run side by side. GuideLLM's default, ``spawn``, starts every worker and

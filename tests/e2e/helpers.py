@@ -75,6 +75,14 @@ def local_run_args(
         thresholds,
         "--deploy-target",
         "local",
+        *local_serving_args(root, deploy_name),
+        *options,
+    ]
+
+
+def local_serving_args(root: Path, deploy_name: str = "tiny-llama") -> list[str]:
+    """How a run of this tier serves on a local vLLM, with its artifacts under ``root``."""
+    return [
         "--deploy-name",
         deploy_name,
         "--max-model-len",
@@ -83,5 +91,4 @@ def local_run_args(
         vllm_python(),
         "--pipeline-root",
         str(root),
-        *options,
     ]

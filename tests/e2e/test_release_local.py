@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from modelgate.demo import DEMO_MAX_MODEL_LEN, DEMO_TASK, demo_thresholds
+from modelgate.demo import DEMO_TASK, demo_thresholds
 from modelgate.processes import pid_alive
 from modelgate.testing.hub_mirror import publish_model
 from tests.doubles.model_registry import FakeModelRegistry
-from tests.e2e.helpers import local_run_args, run_cli, vllm_python
+from tests.e2e.helpers import local_run_args, local_serving_args, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -266,14 +266,7 @@ def redeploy_run(
         "16",
         "--thresholds",
         json.dumps(gate),
-        "--deploy-name",
-        "tiny-llama",
-        "--max-model-len",
-        str(DEMO_MAX_MODEL_LEN),
-        "--vllm-python",
-        vllm_python(),
-        "--pipeline-root",
-        str(root),
+        *local_serving_args(root),
         env=s3_server.env,
     )
     return proc, root
